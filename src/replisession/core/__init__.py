@@ -1,0 +1,1 @@
+"""The sans-IO core: sessions, deltas, ids, the store. No sockets, no clocks, no threads."""

@@ -1,0 +1,270 @@
+"""The session store of one member: live sessions by id, expiry, limits, deltas.
+
+Sans-IO: every time-dependent call takes ``now`` (seconds on a monotonic clock of
+this member; never compared with another machine's clock). The store does not
+lock: the node layer serialises access where threads are involved.
+
+Invariant 2 lives here: the only way to obtain a stored session is :meth:`load`
+with an id the store itself issued; an unknown, expired or invalidated id gives
+``None`` and the caller starts a fresh session. A new session is not stored at
+all until its first write, so requests that never write create nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError, TooManySessionsError
+from .delta import SessionDelta
+from .ids import new_session_id
+from .listeners import DestroyReason, SessionListener, fire
+from .serializer import SessionSerializer
+from .session import Session
+
+__all__ = ["SessionPolicy", "SessionStore"]
+
+ChangeSink = Callable[[SessionDelta], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """Lifetime and capacity rules shared by every session of a store.
+
+    ``max_inactive_interval``: idle seconds before a session expires (Tomcat's
+    default 1800), or None for never. ``max_lifetime``: optional absolute seconds
+    from creation. ``max_active_sessions``: cap on stored sessions, None for
+    unbounded. ``detect_mutations``: snapshot mutable values on read to find
+    in-place changes (only does work while changes are tracked).
+    """
+
+    max_inactive_interval: float | None = 1800.0
+    max_lifetime: float | None = None
+    max_active_sessions: int | None = None
+    detect_mutations: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_inactive_interval", "max_lifetime"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or value != value):
+                raise ConfigError(f"{name} must be a number of seconds or None, not {value!r}")
+        if self.max_active_sessions is not None and (
+            not isinstance(self.max_active_sessions, int) or self.max_active_sessions < 1
+        ):
+            raise ConfigError(
+                f"max_active_sessions must be a positive integer or None, not {self.max_active_sessions!r}"
+            )
+
+
+class SessionStore:
+    """All live sessions of this member."""
+
+    def __init__(
+        self,
+        policy: SessionPolicy | None = None,
+        *,
+        serializer: SessionSerializer | None = None,
+        listeners: Iterable[SessionListener] = (),
+        id_factory: Callable[[], str] = new_session_id,
+        session_class: type[Session] = Session,
+    ) -> None:
+        self.policy = policy or SessionPolicy()
+        self.serializer = serializer or SessionSerializer()
+        self.listeners: list[SessionListener] = list(listeners)
+        self.session_class = session_class
+        self._id_factory = id_factory
+        self._sessions: dict[str, Session] = {}
+        self.change_sink: ChangeSink | None = None
+
+    # -- introspection -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def peek(self, session_id: str) -> Session | None:
+        """The stored session with this id, without any expiry check or side effect."""
+        return self._sessions.get(session_id)
+
+    @property
+    def track_changes(self) -> bool:
+        """True while someone consumes deltas (a replication manager, a test)."""
+        return self.change_sink is not None
+
+    # -- request lifecycle -----------------------------------------------------------------
+
+    def new_session(self, now: float) -> Session:
+        """A fresh, empty session that is stored only when first written."""
+        session = self.session_class(store=self)
+        session.created_at = session.last_accessed = now
+        return session
+
+    def load(self, session_id: str, now: float) -> Session | None:
+        """The live session for an id this store issued, or None if unknown or expired.
+
+        Every successful load must be paired with :meth:`release` at request end.
+        """
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if self._is_expired(session, now):
+            self._remove(session, DestroyReason.EXPIRED)
+            return None
+        if session._holders == 0:  # first request in: its flags start clean
+            session.accessed = session.modified = session.new = False
+        session._holders += 1
+        self._start_tracking(session)
+        return session
+
+    def release(self, session: Session, now: float) -> SessionDelta | None:
+        """End one request's use of ``session``: store, touch or drop it.
+
+        Returns the delta the request produced when changes are tracked.
+        """
+        session_id = session._id
+        if session._store is not self or session_id is None or self._sessions.get(session_id) is not session:
+            return None  # never written, invalidated, or ended by a concurrent request
+        session._holders = max(0, session._holders - 1)
+        if not dict.__len__(session):  # emptied: nothing to keep (as Flask and Starlette)
+            return self._remove(session, DestroyReason.INVALIDATED)
+        if session.accessed:
+            session.last_accessed = now
+        if session._delta is None:
+            return None
+        self._detect_mutations(session)
+        return self._take_delta(session)
+
+    # -- called by Session ---------------------------------------------------------------
+
+    def _attach(self, session: Session) -> None:
+        limit = self.policy.max_active_sessions
+        if limit is not None and len(self._sessions) >= limit:
+            raise TooManySessionsError(f"max_active_sessions ({limit}) reached; new sessions are refused")
+        session_id = self._unused_id()
+        session._id = session_id
+        session.new = True
+        session._was_created = True
+        session._holders = max(session._holders, 1)
+        self._start_tracking(session)
+        self._sessions[session_id] = session
+        if self.listeners:
+            fire(self.listeners, "session_created", session)
+
+    def _invalidate(self, session: Session) -> None:
+        self._remove(session, DestroyReason.INVALIDATED)
+
+    def _rotate(self, session: Session) -> str:
+        old_id = session._id
+        assert old_id is not None
+        new_id = self._unused_id()
+        self._sessions[new_id] = session
+        del self._sessions[old_id]
+        session._id = new_id
+        if session._previous_id is None and not session._was_created:
+            session._previous_id = old_id  # replicas know the session by its id at the last delta
+        return new_id
+
+    # -- expiry ------------------------------------------------------------------------
+
+    def sweep(self, now: float) -> int:
+        """Remove every expired session no request is using; returns how many."""
+        expired = [s for s in list(self._sessions.values()) if s._holders == 0 and self._is_expired(s, now)]
+        for session in expired:
+            self._remove(session, DestroyReason.EXPIRED)
+        return len(expired)
+
+    def _is_expired(self, session: Session, now: float) -> bool:
+        idle = session.max_inactive_interval
+        if idle is not None and session.last_accessed is not None and now - session.last_accessed >= idle:
+            return True
+        lifetime = self.policy.max_lifetime
+        return lifetime is not None and session.created_at is not None and now - session.created_at >= lifetime
+
+    # -- internals -------------------------------------------------------------------
+
+    def _unused_id(self) -> str:
+        while True:  # 144 random bits: a collision is astronomically unlikely, but cheap to rule out
+            session_id = self._id_factory()
+            if session_id not in self._sessions:
+                return session_id
+
+    def _start_tracking(self, session: Session) -> None:
+        if self.change_sink is not None and session._delta is None:
+            session._delta = {}
+            session._read = {} if self.policy.detect_mutations else None
+
+    def _remove(self, session: Session, reason: DestroyReason) -> SessionDelta | None:
+        session_id = session._id
+        assert session_id is not None
+        self._sessions.pop(session_id, None)
+        if self.listeners:
+            fire(self.listeners, "session_destroyed", session, reason)
+        delta = None
+        if session._delta is not None and not session._was_created:
+            # A session that never reached the replicas needs no tombstone there.
+            delta = SessionDelta(
+                session_id=session._previous_id or session_id,
+                version=session.version + 1,
+                destroyed=True,
+            )
+        session._clear_attributes()
+        session._id = None
+        session._previous_id = None
+        session._was_created = False
+        session._meta_changed = False
+        session.new = True
+        session.version = 0
+        if delta is not None and self.change_sink is not None:
+            self.change_sink(delta)
+        return delta
+
+    def _detect_mutations(self, session: Session) -> None:
+        read = session._read
+        if not read:
+            return
+        assert session._delta is not None
+        dumps = self.serializer.dumps
+        for key, before in read.items():
+            value = dict.get(session, key, read)  # removed keys leave the snapshot map at removal
+            if value is read:
+                continue
+            after = dumps(value)
+            if after != before:
+                session._delta[key] = after
+                read[key] = after
+        if session._holders == 0:
+            read.clear()
+
+    def _take_delta(self, session: Session) -> SessionDelta | None:
+        changes = session._delta
+        assert changes is not None
+        assert session._id is not None
+        if not (changes or session._was_created or session._meta_changed or session._previous_id):
+            return None
+        session.version += 1
+        sets: dict[str, Any] = {}
+        removes = []
+        for key, encoded in changes.items():
+            if encoded is None:
+                removes.append(key)
+            else:
+                sets[key] = encoded
+        delta = SessionDelta(
+            session_id=session._id,
+            version=session.version,
+            sets=sets,
+            removes=frozenset(removes),
+            created=session._was_created,
+            previous_id=session._previous_id,
+            max_inactive_interval=session._max_inactive_interval if session._meta_changed else None,
+        )
+        changes.clear()
+        session._was_created = False
+        session._meta_changed = False
+        session._previous_id = None
+        if self.change_sink is not None:
+            self.change_sink(delta)
+        return delta

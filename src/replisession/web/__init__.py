@@ -1,0 +1,1 @@
+"""Adapters and nothing else: cookie codec, valve, ASGI, WSGI and Flask glue."""

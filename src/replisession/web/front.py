@@ -1,0 +1,194 @@
+"""The request lifecycle every adapter shares: open the session, close it, decide the cookie.
+
+Adapters (ASGI, WSGI, Flask) only translate their framework's request and
+response to and from these calls, so the three behave identically.
+
+The cookie decision compares what the request brought with what the session is
+at the end, rather than trusting per-object flags: one live session object is
+shared by concurrent requests, so "this request created it" is only knowable by
+comparing ids.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import DEFAULT_STATIC_FILTER, UNSET, CookieSettings, SameSite, SessionConfig
+from ..core.listeners import SessionListener
+from ..core.serializer import SessionSerializer
+from ..core.session import Session
+from ..core.store import SessionStore
+from ..node import Node
+from .cookie import SessionCookieCodec, render_delete, render_set
+from .valve import ReplicationValve
+
+__all__ = ["CookieAction", "RequestSession", "SessionAdapter", "SessionFront"]
+
+log = logging.getLogger("replisession.web")
+
+
+class CookieAction(enum.Enum):
+    NONE = "none"
+    SET = "set"
+    DELETE = "delete"
+
+
+@dataclass(slots=True)
+class RequestSession:
+    """One request's hold on a session."""
+
+    session: Session
+    cookie_id: str | None  # the id of the live session the request's cookie named, if any
+    cookie_route: str | None
+    closed: bool = False
+
+
+class SessionFront:
+    def __init__(self, node: Node, codec: SessionCookieCodec | None) -> None:
+        self.node = node
+        self.codec = codec
+        self.route = node.config.route
+        self.valve = ReplicationValve(node.config.static_filter)
+
+    def static_session(self) -> Session:
+        """An empty session for filtered URLs: readable, and refusing writes with a clear error."""
+        session = self.node.store.session_class()
+        session._readonly = True
+        return session
+
+    def open(
+        self, path: str, cookie_values: list[str], codec: SessionCookieCodec | None = None
+    ) -> RequestSession | None:
+        """The request's session, or None when the valve filters the URL."""
+        if self.valve.is_static(path):
+            return None
+        node = self.node
+        if not node.running:
+            node.start()
+        codec = codec or self.codec
+        assert codec is not None, "a front without a codec of its own needs one per request"
+        for value in cookie_values:
+            decoded = codec.decode(value)
+            if decoded is None:
+                log.debug("session cookie ignored: bad or foreign signature")
+                continue
+            session = node.load(decoded[0])
+            if session is not None:
+                return RequestSession(session, decoded[0], decoded[1])
+            log.debug("session cookie ignored: unknown, expired or invalidated id")
+        return RequestSession(node.new_session(), None, None)
+
+    def close(self, held: RequestSession, refresh_after: float | None = None) -> CookieAction:
+        """Release the session and say what the response's cookie must do.
+
+        ``refresh_after``: seconds after which a request that used the session
+        re-sends an unchanged cookie (0 for every such request, None for never),
+        so a cookie with an expiry slides with the server-side idle timeout.
+        """
+        if held.closed:
+            return CookieAction.NONE
+        held.closed = True
+        session = held.session
+        self.node.release(session)
+        session_id = session.id
+        if session_id is None:
+            return CookieAction.DELETE if held.cookie_id is not None else CookieAction.NONE
+        if session_id != held.cookie_id:
+            return self._issue(session)
+        if session.accessed:
+            if held.cookie_route != self.route:
+                return self._issue(session)  # failover: re-route the balancer to this member
+            if refresh_after is not None:
+                issued = session.cookie_issued_at
+                if issued is None or self.node.clock() - issued >= refresh_after:
+                    return self._issue(session)
+        return CookieAction.NONE
+
+    def _issue(self, session: Session) -> CookieAction:
+        session.cookie_issued_at = self.node.clock()
+        return CookieAction.SET
+
+
+class SessionAdapter:
+    """What the ASGI and WSGI middleware share: their arguments and the cookie headers.
+
+    The positional and keyword arguments are Starlette's ``SessionMiddleware``'s,
+    with the same meanings; the keyword-only ones are replisession's own.
+    """
+
+    session_class: type[Session] = Session
+
+    def __init__(
+        self,
+        app: Any,
+        secret_key: Any = None,
+        session_cookie: str = "JSESSIONID",
+        max_age: int | None = None,
+        path: str = "/",
+        same_site: SameSite = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        *,
+        route: str | None = None,
+        max_inactive_interval: float | None = UNSET,
+        max_lifetime: float | None = None,
+        max_active_sessions: int | None = None,
+        static_filter: str | re.Pattern[str] | None = DEFAULT_STATIC_FILTER,
+        detect_mutations: bool = True,
+        listeners: Iterable[SessionListener] = (),
+        serializer: SessionSerializer | None = None,
+        sweep_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.cookie = CookieSettings(
+            name=session_cookie,
+            path=path,
+            domain=domain,
+            secure=https_only,
+            samesite=same_site,
+            partitioned=partitioned,
+            max_age=max_age,
+        )
+        config = SessionConfig.build(
+            secret_key=secret_key,
+            route=route,
+            cookie=self.cookie,
+            max_inactive_interval=max_inactive_interval,
+            max_lifetime=max_lifetime,
+            max_active_sessions=max_active_sessions,
+            detect_mutations=detect_mutations,
+            static_filter=static_filter,
+            sweep_interval=sweep_interval,
+        )
+        self.node = Node(
+            config, listeners=listeners, serializer=serializer, session_class=self.session_class, clock=clock
+        )
+        self.front = SessionFront(self.node, SessionCookieCodec(config.secret_keys, config.route))
+        self._delete_header = render_delete(self.cookie)
+        # A max_age cookie is re-sent once a quarter of its life has passed, so it
+        # slides with the server-side idle timeout without a header on every response.
+        self._refresh_after = max_age / 4 if max_age is not None and max_age > 0 else None
+
+    @property
+    def store(self) -> SessionStore:
+        return self.node.store
+
+    def response_cookie(self, held: RequestSession) -> tuple[bool, str | None]:
+        """Close the request's session: ``(add Vary: Cookie?, Set-Cookie value or None)``."""
+        session = held.session
+        action = self.front.close(held, self._refresh_after)
+        if action is CookieAction.SET:
+            assert session.id is not None
+            assert self.front.codec is not None
+            return session.accessed, render_set(self.cookie, self.front.codec.encode(session.id))
+        if action is CookieAction.DELETE:
+            return session.accessed, self._delete_header
+        return session.accessed, None

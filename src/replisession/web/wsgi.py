@@ -1,0 +1,106 @@
+"""WSGI middleware: server-side sessions for any WSGI application.
+
+The session is at ``environ["replisession.session"]``; it marks itself accessed
+when read (no framework does it here), which drives ``Vary: Cookie`` and the
+idle-timeout touch. Takes the same arguments as the ASGI middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..core.session import AccessTrackingSession
+from ..errors import TooManySessionsError
+from .cookie import cookie_values
+from .front import RequestSession, SessionAdapter, SessionFront
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
+
+ENVIRON_KEY = "replisession.session"
+_503_BODY = b"503 Service Unavailable: the server holds too many sessions; try again later.\n"
+
+
+class SessionMiddleware(SessionAdapter):
+    session_class = AccessTrackingSession
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        self.node.start()  # a WSGI app has no lifespan: the member starts with the app
+
+    def close(self) -> None:
+        """Stop the member's timer (for servers that call it on shutdown, and tests)."""
+        self.node.stop()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        held = self.front.open(
+            environ.get("PATH_INFO", ""), cookie_values(environ.get("HTTP_COOKIE", ""), self.cookie.name)
+        )
+        if held is None:
+            environ[ENVIRON_KEY] = self.front.static_session()
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        environ[ENVIRON_KEY] = held.session
+        started = False
+
+        def session_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal started
+            started = True
+            vary, set_cookie = self.response_cookie(held)
+            headers = list(headers)
+            if vary:
+                _add_vary_cookie(headers)
+            if set_cookie is not None:
+                headers.append(("Set-Cookie", set_cookie))
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = self.app(environ, session_start_response)
+        except TooManySessionsError:
+            self.front.close(held)
+            if started:
+                raise
+            start_response(
+                "503 Service Unavailable",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(_503_BODY))),
+                    ("Retry-After", "60"),
+                ],
+            )
+            return [_503_BODY]
+        except BaseException:
+            self.front.close(held)
+            raise
+        return _Closing(result, held, self.front)
+
+
+class _Closing:
+    """Passes the app's body through and releases the session if start_response never ran."""
+
+    def __init__(self, result: Iterable[bytes], held: RequestSession, front: SessionFront) -> None:
+        self._result = result
+        self._held = held
+        self._front = front
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._front.close(self._held)
+
+
+def _add_vary_cookie(headers: list[tuple[str, str]]) -> None:
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == "vary":
+            if "cookie" not in value.lower():
+                headers[index] = (key, f"{value}, Cookie")
+            return
+    headers.append(("Vary", "Cookie"))
