@@ -52,6 +52,7 @@ class Session(dict[str, Any]):
         "_previous_id",
         "_read",
         "_readonly",
+        "_refused",
         "_store",
         "_was_created",
         "accessed",
@@ -76,6 +77,7 @@ class Session(dict[str, Any]):
         self._id: str | None = None
         self._previous_id: str | None = None
         self._readonly = False
+        self._refused = False  # set when the store refused to create it (max_active_sessions)
         self._holders = 0
         self._was_created = False
         self._meta_changed = False

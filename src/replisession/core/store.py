@@ -142,6 +142,7 @@ class SessionStore:
     def _attach(self, session: Session) -> None:
         limit = self.policy.max_active_sessions
         if limit is not None and len(self._sessions) >= limit:
+            session._refused = True
             raise TooManySessionsError(f"max_active_sessions ({limit}) reached; new sessions are refused")
         session_id = self._unused_id()
         session._id = session_id

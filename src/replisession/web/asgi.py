@@ -48,12 +48,21 @@ class SessionMiddleware(SessionAdapter):
                 self._close_websocket(held)
             return
 
-        started = False
+        started = refused = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal started
+            nonlocal started, refused
+            if refused:
+                return  # the app's body of a response we replaced with 503
             if message["type"] == "http.response.start":
                 started = True
+                if held.session._refused:
+                    # The app (or an exception handler inside it, such as Starlette's
+                    # ServerErrorMiddleware) answered after a refused new session.
+                    refused = True
+                    self.front.close(held)
+                    await _send_503(send)
+                    return
                 vary, set_cookie = self.response_cookie(held)
                 headers = message["headers"] = list(message.get("headers", ()))
                 if vary:
@@ -65,9 +74,10 @@ class SessionMiddleware(SessionAdapter):
         try:
             await self.app(scope, receive, send_wrapper)
         except TooManySessionsError:
-            if started:
+            if not started:
+                await _send_503(send)
+            elif not refused:
                 raise
-            await _send_503(send)
         finally:
             self.front.close(held)
 

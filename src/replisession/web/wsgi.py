@@ -22,6 +22,12 @@ __all__ = ["ENVIRON_KEY", "SessionMiddleware"]
 
 ENVIRON_KEY = "replisession.session"
 _503_BODY = b"503 Service Unavailable: the server holds too many sessions; try again later.\n"
+_503_STATUS = "503 Service Unavailable"
+_503_HEADERS = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(_503_BODY))),
+    ("Retry-After", "60"),
+)
 
 
 class SessionMiddleware(SessionAdapter):
@@ -43,11 +49,15 @@ class SessionMiddleware(SessionAdapter):
             environ[ENVIRON_KEY] = self.front.static_session()
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         environ[ENVIRON_KEY] = held.session
-        started = False
+        state = {"started": False, "refused": False}
 
         def session_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            nonlocal started
-            started = True
+            state["started"] = True
+            if held.session._refused:
+                # The app (or its own error handling) answered after a refused new session.
+                state["refused"] = True
+                self.front.close(held)
+                return start_response(_503_STATUS, list(_503_HEADERS), exc_info)
             vary, set_cookie = self.response_cookie(held)
             headers = list(headers)
             if vary:
@@ -60,20 +70,17 @@ class SessionMiddleware(SessionAdapter):
             result = self.app(environ, session_start_response)
         except TooManySessionsError:
             self.front.close(held)
-            if started:
+            if state["started"] and not state["refused"]:
                 raise
-            start_response(
-                "503 Service Unavailable",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(_503_BODY))),
-                    ("Retry-After", "60"),
-                ],
-            )
+            if not state["started"]:
+                start_response(_503_STATUS, list(_503_HEADERS))
             return [_503_BODY]
         except BaseException:
             self.front.close(held)
             raise
+        if state["refused"]:
+            _close_result(result)
+            return [_503_BODY]
         return _Closing(result, held, self.front)
 
 
@@ -90,11 +97,15 @@ class _Closing:
 
     def close(self) -> None:
         try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
+            _close_result(self._result)
         finally:
             self._front.close(self._held)
+
+
+def _close_result(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
 
 
 def _add_vary_cookie(headers: list[tuple[str, str]]) -> None:
