@@ -156,7 +156,8 @@ def test_request_session_is_a_replisession_session_marked_accessed() -> None:
     client = TestClient(SessionMiddleware(Starlette(routes=[Route("/", endpoint)]), secret_key=SECRET))
     response = client.get("/")
     assert type(seen[0]) is Session
-    assert seen[0].accessed is True and seen[0].modified is False
+    assert seen[0].accessed is True
+    assert seen[0].modified is False
     assert response.headers["vary"] == "Cookie"
     assert "set-cookie" not in response.headers
 
@@ -246,7 +247,7 @@ def test_route_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_bad_route_in_the_environment_fails_at_start_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REPLISESSION_ROUTE", "node.1")
-    with pytest.raises(ConfigError, match="REPLISESSION_ROUTE 'node.1' is not a valid route"):
+    with pytest.raises(ConfigError, match=r"REPLISESSION_ROUTE 'node\.1' is not a valid route"):
         SessionMiddleware(Starlette(), secret_key=SECRET)
 
 
@@ -548,7 +549,7 @@ def test_listeners_see_creation_and_attribute_changes() -> None:
 
 
 def test_cookie_with_another_members_route_is_reissued_with_ours() -> None:
-    middleware, client = make()
+    _middleware, client = make()
     cookie = cookie_of(get(client, "/write?a=1"))
     foreign = cookie.replace(".node1", ".node2")
     response = get(client, "/", foreign)

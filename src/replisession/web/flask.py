@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import flask
 from flask.sessions import SessionInterface, SessionMixin
@@ -52,11 +52,15 @@ class ReplicatedSessionInterface(SessionInterface):
 
     def codec(self, app: flask.Flask) -> SessionCookieCodec:
         """The cookie codec for the app's current keys (newest first, then the fallbacks)."""
-        keys = (app.secret_key, *app.config["SECRET_KEY_FALLBACKS"][::-1])
+        # Flask's default for SECRET_KEY_FALLBACKS is None; itsdangerous tries the last of
+        # Flask's list first, so the fallbacks go newest first after the current key.
+        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
+        keys = tuple(k if isinstance(k, str | bytes) else str(k) for k in (app.secret_key, *reversed(fallbacks)) if k)
         codec = self._codecs.get(keys)
         if codec is None:
-            text_keys = [k.decode() if isinstance(k, bytes) else str(k) for k in keys if k]
-            codec = self._codecs[keys] = SessionCookieCodec(text_keys, self.node.config.route)
+            # Bytes keys pass through as bytes, as Flask's signer takes them: os.urandom()
+            # keys are not UTF-8, and decoding them would fail every request.
+            codec = self._codecs[keys] = SessionCookieCodec(cast("list[str]", list(keys)), self.node.config.route)
         return codec
 
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
