@@ -10,6 +10,7 @@ ASGI servers (with or without a lifespan), threaded WSGI servers and tests.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,66 +43,69 @@ class Node:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Re-entrant: a listener called under the lock may use the store again.
         self.store = SessionStore(
-            config.policy, serializer=serializer, listeners=listeners, session_class=session_class
+            config.policy,
+            serializer=serializer,
+            listeners=listeners,
+            session_class=session_class,
+            lock=threading.RLock(),
         )
-        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._stopping = threading.Event()
         self._timer: threading.Thread | None = None
+        self._pid = 0  # the process the timer runs in: a fork (gunicorn --preload) has none
         self._delta_listeners: list[Callable[[SessionDelta], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the expiry timer (idempotent; the adapters call it on first use)."""
-        if self._timer is not None:
+        if self.running:
             return
-        with self._lock:
-            if self._timer is not None:
+        with self._start_lock:
+            if self.running:
                 return
-            self._stopping.clear()
+            self._stopping = threading.Event()
             self._timer = threading.Thread(target=self._run_timer, name="replisession-timer", daemon=True)
+            self._pid = os.getpid()
             self._timer.start()
 
     def stop(self) -> None:
-        timer = self._timer
-        if timer is None:
+        if not self.running:
+            self._timer = None
             return
+        assert self._timer is not None
         self._stopping.set()
-        timer.join(timeout=5)
+        self._timer.join(timeout=5)
         self._timer = None
 
     @property
     def running(self) -> bool:
-        return self._timer is not None
+        return self._timer is not None and self._pid == os.getpid()
 
     def _run_timer(self) -> None:
         interval = self.config.sweep_interval
-        while not self._stopping.wait(interval):
+        stopping = self._stopping
+        while not stopping.wait(interval):
             try:
                 self.sweep()
             except Exception:  # the timer must outlive a faulty listener or a bug
                 log.exception("session sweep failed")
 
-    # -- store operations, serialised ------------------------------------------------------
+    # -- store operations (the store holds its lock) --------------------------------------
 
     def new_session(self) -> Session:
         return self.store.new_session(self.clock())
 
     def load(self, session_id: str) -> Session | None:
-        now = self.clock()
-        with self._lock:
-            return self.store.load(session_id, now)
+        return self.store.load(session_id, self.clock())
 
     def release(self, session: Session) -> SessionDelta | None:
-        now = self.clock()
-        with self._lock:
-            return self.store.release(session, now)
+        return self.store.release(session, self.clock())
 
     def sweep(self) -> int:
-        now = self.clock()
-        with self._lock:
-            expired = self.store.sweep(now)
+        expired = self.store.sweep(self.clock())
         if expired:
             log.debug("expired %d idle sessions", expired)
         return expired

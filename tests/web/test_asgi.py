@@ -179,6 +179,12 @@ def test_works_in_fastapi_through_add_middleware() -> None:
 # -- the cookie ------------------------------------------------------------------------------
 
 
+def test_clearing_a_fresh_session_expires_a_stale_cookie() -> None:
+    _, client = make()
+    assert get(client, "/clear", "stale-cookie-from-an-old-deployment").headers["set-cookie"] == DELETE
+    assert "set-cookie" not in get(client, "/", "stale-cookie-from-an-old-deployment").headers
+
+
 def test_first_write_sets_tomcat_style_cookie_and_later_reads_send_none() -> None:
     middleware, client = make()
     first = get(client, "/write?user=alice")
@@ -259,7 +265,7 @@ def test_secret_key_from_the_environment_and_missing_key_is_a_config_error(monke
     _, client = make(secret_key=None)
     cookie = cookie_of(get(client, "/write?a=1"))
     # Same key, so a middleware configured by argument accepts the env-configured cookie's signature.
-    assert SessionCookieCodec([SECRET], "node1").decode(cookie) == (cookie[:24], "node1")
+    assert SessionCookieCodec([SECRET], "node1").decode(cookie) == (cookie[:24], "node1", True)
 
 
 def test_vary_is_merged_with_the_apps_own() -> None:
@@ -332,10 +338,10 @@ def test_key_rotation_accepts_cookies_signed_with_an_older_key() -> None:
     old_middleware, old_client = make(secret_key="old")
     cookie = cookie_of(get(old_client, "/write?a=1"))
     codec = SessionCookieCodec(["new", "old"], "node1")
-    assert codec.decode(cookie) == (cookie[:24], "node1")
+    assert codec.decode(cookie) == (cookie[:24], "node1", False)
     assert SessionCookieCodec(["new"], "node1").decode(cookie) is None
     # New cookies are signed with the newest key.
-    assert SessionCookieCodec(["new"], "node1").decode(codec.encode("x" * 24)) == ("x" * 24, "node1")
+    assert SessionCookieCodec(["new"], "node1").decode(codec.encode("x" * 24)) == ("x" * 24, "node1", True)
     assert len(old_middleware.store) == 1
 
 
@@ -345,7 +351,12 @@ def test_rotated_keys_through_the_middleware() -> None:
     session["a"] = 1
     middleware.store.release(session, 0.0)
     old_cookie = SessionCookieCodec(["old"], "node1").encode(session.id or "")
-    assert get(client, "/", old_cookie).json() == {"a": 1}
+    response = get(client, "/", old_cookie)
+    assert response.json() == {"a": 1}
+    # Used under the old key, the cookie is re-signed with the newest, so "old" can be retired.
+    resigned = cookie_of(response)
+    assert SessionCookieCodec(["new"], "node1").decode(resigned) == (session.id, "node1", True)
+    assert "set-cookie" not in get(client, "/", resigned).headers
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

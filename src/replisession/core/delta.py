@@ -22,7 +22,8 @@ class SessionDelta:
     A key is in at most one of the two. ``version`` increases by one per delta of
     a session, so a replica can apply deltas in order and ignore stale ones.
     ``destroyed`` is set when the session ended (invalidated or emptied); a
-    destroyed delta carries no sets.
+    destroyed delta carries no sets. ``max_inactive_interval`` is the session's
+    effective idle timeout when it changed, else None.
     """
 
     session_id: str

@@ -104,17 +104,22 @@ class Session(dict[str, Any]):
     @property
     def max_inactive_interval(self) -> float | None:
         """Seconds of idleness after which this session expires (per-session override)."""
-        if self._max_inactive_interval is None and self._store is not None:
-            return self._store.policy.max_inactive_interval
+        if self._max_inactive_interval is None:
+            return self._default_max_inactive_interval()
         return self._max_inactive_interval
 
     @max_inactive_interval.setter
-    def max_inactive_interval(self, seconds: float) -> None:
-        if seconds != seconds or seconds < 0:  # NaN or negative
-            raise ValueError("max_inactive_interval must be a number of seconds >= 0")
-        self._max_inactive_interval = float(seconds)
+    def max_inactive_interval(self, seconds: float | None) -> None:
+        """Seconds, or None to go back to the store's default."""
+        if seconds is not None and (seconds != seconds or seconds < 0):  # NaN or negative
+            raise ValueError("max_inactive_interval must be a number of seconds >= 0, or None")
+        self._max_inactive_interval = None if seconds is None else float(seconds)
         self._meta_changed = True
         self.mark_modified()
+
+    def _default_max_inactive_interval(self) -> float | None:
+        """The idle timeout of a session without an override of its own."""
+        return self._store.policy.max_inactive_interval if self._store is not None else None
 
     def mark_accessed(self) -> None:
         self.accessed = True

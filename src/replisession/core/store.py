@@ -1,8 +1,10 @@
 """The session store of one member: live sessions by id, expiry, limits, deltas.
 
 Sans-IO: every time-dependent call takes ``now`` (seconds on a monotonic clock of
-this member; never compared with another machine's clock). The store does not
-lock: the node layer serialises access where threads are involved.
+this member; never compared with another machine's clock). The store takes the
+lock it is given (the node passes a re-entrant thread lock; the default is
+none) and holds it for every change to the set of sessions, including the ones
+a session's own methods make (first write, ``rotate_id``, ``invalidate``).
 
 Invariant 2 lives here: the only way to obtain a stored session is :meth:`load`
 with an id the store itself issued; an unknown, expired or invalidated id gives
@@ -13,6 +15,7 @@ all until its first write, so requests that never write create nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +71,9 @@ class SessionStore:
         listeners: Iterable[SessionListener] = (),
         id_factory: Callable[[], str] = new_session_id,
         session_class: type[Session] = Session,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
+        self._lock = lock if lock is not None else nullcontext()
         self.policy = policy or SessionPolicy()
         self.serializer = serializer or SessionSerializer()
         self.listeners: list[SessionListener] = list(listeners)
@@ -107,75 +112,87 @@ class SessionStore:
 
         Every successful load must be paired with :meth:`release` at request end.
         """
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None
-        if self._is_expired(session, now):
-            self._remove(session, DestroyReason.EXPIRED)
-            return None
-        if session._holders == 0:  # first request in: its flags start clean
-            session.accessed = session.modified = session.new = False
-        session._holders += 1
-        self._start_tracking(session)
-        return session
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            if self._is_expired(session, now):
+                self._remove(session, DestroyReason.EXPIRED)
+                return None
+            if session._holders == 0:  # first request in: its flags start clean
+                session.accessed = session.modified = session.new = False
+            session._holders += 1
+            self._start_tracking(session)
+            return session
 
     def release(self, session: Session, now: float) -> SessionDelta | None:
         """End one request's use of ``session``: store, touch or drop it.
 
         Returns the delta the request produced when changes are tracked.
         """
-        session_id = session._id
-        if session._store is not self or session_id is None or self._sessions.get(session_id) is not session:
-            return None  # never written, invalidated, or ended by a concurrent request
-        session._holders = max(0, session._holders - 1)
-        if not dict.__len__(session):  # emptied: nothing to keep (as Flask and Starlette)
-            return self._remove(session, DestroyReason.INVALIDATED)
-        if session.accessed:
-            session.last_accessed = now
-        if session._delta is None:
+        if session._store is not self:
             return None
-        self._detect_mutations(session)
-        return self._take_delta(session)
+        with self._lock:
+            session._holders = max(0, session._holders - 1)
+            session_id = session._id
+            if session_id is None or self._sessions.get(session_id) is not session:
+                return None  # never written, invalidated, or ended by a concurrent request
+            if not dict.__len__(session):  # emptied: nothing to keep (as Flask and Starlette)
+                return self._remove(session, DestroyReason.INVALIDATED)
+            if session.accessed:
+                session.last_accessed = now
+            if session._delta is None:
+                return None
+            self._detect_mutations(session)
+            return self._take_delta(session)
 
     # -- called by Session ---------------------------------------------------------------
 
     def _attach(self, session: Session) -> None:
-        limit = self.policy.max_active_sessions
-        if limit is not None and len(self._sessions) >= limit:
-            session._refused = True
-            raise TooManySessionsError(f"max_active_sessions ({limit}) reached; new sessions are refused")
-        session_id = self._unused_id()
-        session._id = session_id
-        session.new = True
-        session._was_created = True
-        session._holders = max(session._holders, 1)
-        self._start_tracking(session)
-        self._sessions[session_id] = session
-        if self.listeners:
-            fire(self.listeners, "session_created", session)
+        with self._lock:
+            limit = self.policy.max_active_sessions
+            if limit is not None and len(self._sessions) >= limit:
+                session._refused = True
+                raise TooManySessionsError(f"max_active_sessions ({limit}) reached; new sessions are refused")
+            session_id = self._unused_id()
+            session._id = session_id
+            session.new = True
+            session._was_created = True
+            session._holders = max(session._holders, 1)
+            self._start_tracking(session)
+            self._sessions[session_id] = session
+            if self.listeners:
+                fire(self.listeners, "session_created", session)
 
     def _invalidate(self, session: Session) -> None:
-        self._remove(session, DestroyReason.INVALIDATED)
+        with self._lock:
+            if session._id is not None and self._sessions.get(session._id) is session:
+                self._remove(session, DestroyReason.INVALIDATED)
+            else:
+                session._clear_attributes()
 
-    def _rotate(self, session: Session) -> str:
-        old_id = session._id
-        assert old_id is not None
-        new_id = self._unused_id()
-        self._sessions[new_id] = session
-        del self._sessions[old_id]
-        session._id = new_id
-        if session._previous_id is None and not session._was_created:
-            session._previous_id = old_id  # replicas know the session by its id at the last delta
-        return new_id
+    def _rotate(self, session: Session) -> str | None:
+        with self._lock:
+            old_id = session._id
+            if old_id is None or self._sessions.get(old_id) is not session:
+                return old_id  # ended meanwhile (expired or invalidated by another request)
+            new_id = self._unused_id()
+            self._sessions[new_id] = session
+            del self._sessions[old_id]
+            session._id = new_id
+            if session._previous_id is None and not session._was_created:
+                session._previous_id = old_id  # replicas know the session by its id at the last delta
+            return new_id
 
     # -- expiry ------------------------------------------------------------------------
 
     def sweep(self, now: float) -> int:
         """Remove every expired session no request is using; returns how many."""
-        expired = [s for s in list(self._sessions.values()) if s._holders == 0 and self._is_expired(s, now)]
-        for session in expired:
-            self._remove(session, DestroyReason.EXPIRED)
-        return len(expired)
+        with self._lock:
+            expired = [s for s in self._sessions.values() if s._holders == 0 and self._is_expired(s, now)]
+            for session in expired:
+                self._remove(session, DestroyReason.EXPIRED)
+            return len(expired)
 
     def _is_expired(self, session: Session, now: float) -> bool:
         idle = session.max_inactive_interval
@@ -260,7 +277,7 @@ class SessionStore:
             removes=frozenset(removes),
             created=session._was_created,
             previous_id=session._previous_id,
-            max_inactive_interval=session._max_inactive_interval if session._meta_changed else None,
+            max_inactive_interval=session.max_inactive_interval if session._meta_changed else None,
         )
         changes.clear()
         session._was_created = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_decode
@@ -20,18 +21,26 @@ from itsdangerous.signer import HMACAlgorithm
 from ..config import CookieSettings
 from ..core.ids import SESSION_ID_LENGTH
 
-__all__ = ["DELETED_EXPIRES", "SessionCookieCodec", "cookie_values", "render_delete", "render_set"]
+__all__ = ["DELETED_EXPIRES", "CookieId", "SessionCookieCodec", "cookie_values", "render_delete", "render_set"]
 
 _SALT = b"replisession.session-id"
 _SIGNATURE_LENGTH = 43  # base64url of a 32-byte HMAC-SHA256, unpadded
 DELETED_EXPIRES = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
+class CookieId(NamedTuple):
+    """What a verified cookie value says."""
+
+    session_id: str
+    route: str | None
+    current_key: bool  # False: signed with an older key, so worth re-signing
+
+
 class SessionCookieCodec:
     """Signs session ids into cookie values and verifies them back."""
 
-    def __init__(self, secret_keys: Iterable[str], route: str | None) -> None:
-        keys = list(secret_keys)  # newest first
+    def __init__(self, secret_keys: Iterable[str | bytes], route: str | None) -> None:
+        keys = [k.encode() if isinstance(k, str) else k for k in secret_keys]  # newest first
         # itsdangerous wants the newest key last.
         self._signer = Signer(list(reversed(keys)), salt=_SALT, digest_method=hashlib.sha256)
         # Derive each key once instead of on every request.
@@ -43,8 +52,8 @@ class SessionCookieCodec:
     def encode(self, session_id: str) -> str:
         return session_id + self._signer.get_signature(session_id).decode("ascii") + self._suffix
 
-    def decode(self, value: str) -> tuple[str, str | None] | None:
-        """``(id, route)`` for a value this codec (with any of its keys) signed, else None."""
+    def decode(self, value: str) -> CookieId | None:
+        """The id and route of a value this codec (with any of its keys) signed, else None."""
         token, dot, route = value.rpartition(".")
         if not dot:
             token, route = value, ""
@@ -56,9 +65,9 @@ class SessionCookieCodec:
             message = session_id.encode("ascii")
         except Exception:  # not base64 / not ASCII: forged or garbled
             return None
-        for key in self._derived:
+        for index, key in enumerate(self._derived):
             if self._algorithm.verify_signature(key, message, signature):
-                return session_id, route or None
+                return CookieId(session_id, route or None, index == 0)
         return None
 
 

@@ -2,12 +2,15 @@
 
 ``ReplicatedSession(app)`` (or ``ReplicatedSession().init_app(app)``) installs a
 :class:`flask.sessions.SessionInterface` that honours Flask's own settings:
-``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` sign the id, the
+``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` sign the id (a cookie verified by a
+fallback key is re-signed with the current one when the session is used), the
 ``SESSION_COOKIE_*`` keys (and ``APPLICATION_ROOT``) shape the cookie,
 ``PERMANENT_SESSION_LIFETIME`` is a permanent session's cookie expiry and idle
 timeout, and ``SESSION_REFRESH_EACH_REQUEST`` re-sends a permanent session's
-cookie on requests that use the session. Without a secret key Flask's
-``NullSession`` is used, as with Flask's own interface.
+cookie on requests that use the session (a change to a session whose app sets
+``permanent`` re-sends it too, as Flask does). Without a secret key Flask's
+``NullSession`` is used, as with Flask's own interface. The app's own static
+route, like the URLs of the static filter, never loads or creates a session.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import flask
 from flask.sessions import SessionInterface, SessionMixin
@@ -36,36 +39,66 @@ if TYPE_CHECKING:
 __all__ = ["FlaskSession", "ReplicatedSession", "ReplicatedSessionInterface"]
 
 _HELD = "replisession.held"
+_FLASK_DEFAULT_COOKIE_NAME = "session"
 
 
 class FlaskSession(Session, SessionMixin):
-    """A replisession :class:`~replisession.Session` with Flask's ``permanent`` flag."""
+    """A replisession :class:`~replisession.Session` with Flask's ``permanent`` flag.
+
+    A permanent session's idle timeout is ``PERMANENT_SESSION_LIFETIME`` (unless the
+    app set one on the session); it follows the replicated ``_permanent`` key, so
+    every member computes the same.
+    """
+
+    #: PERMANENT_SESSION_LIFETIME in seconds; each app's interface sets it on its own subclass.
+    permanent_lifetime: float | None = None
+
+    def _default_max_inactive_interval(self) -> float | None:
+        if self.permanent_lifetime is not None and dict.get(self, "_permanent"):
+            return self.permanent_lifetime
+        return super()._default_max_inactive_interval()
 
 
 class ReplicatedSessionInterface(SessionInterface):
-    session_class = FlaskSession
-
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.session_class: type[FlaskSession] = node.store.session_class  # type: ignore[assignment]
         self.front = SessionFront(node, None)
         self._codecs: dict[tuple[Any, ...], SessionCookieCodec] = {}
 
+    def close(self) -> None:
+        """Stop this member's timer (tests, and servers that shut apps down)."""
+        self.node.stop()
+
+    def get_cookie_name(self, app: flask.Flask) -> str:
+        """``SESSION_COOKIE_NAME``, except that Flask's default ``session`` becomes Tomcat's ``JSESSIONID``.
+
+        Balancer configurations written for Tomcat stick on ``JSESSIONID``.
+        """
+        name: str = app.config["SESSION_COOKIE_NAME"]
+        return "JSESSIONID" if name == _FLASK_DEFAULT_COOKIE_NAME else name
+
     def codec(self, app: flask.Flask) -> SessionCookieCodec:
         """The cookie codec for the app's current keys (newest first, then the fallbacks)."""
-        # Flask's default for SECRET_KEY_FALLBACKS is None; itsdangerous tries the last of
-        # Flask's list first, so the fallbacks go newest first after the current key.
+        # Flask's default for SECRET_KEY_FALLBACKS is None; its own signer tries the list's
+        # last entry first, so the fallbacks go newest first after the current key.
         fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
         keys = tuple(k if isinstance(k, str | bytes) else str(k) for k in (app.secret_key, *reversed(fallbacks)) if k)
         codec = self._codecs.get(keys)
         if codec is None:
-            # Bytes keys pass through as bytes, as Flask's signer takes them: os.urandom()
-            # keys are not UTF-8, and decoding them would fail every request.
-            codec = self._codecs[keys] = SessionCookieCodec(cast("list[str]", list(keys)), self.node.config.route)
+            # Bytes keys stay bytes, as Flask's own signer takes them: a key from
+            # os.urandom() is not UTF-8.
+            codec = self._codecs[keys] = SessionCookieCodec(keys, self.node.config.route)
         return codec
 
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
         if not app.secret_key:
             return None
+        if _is_flask_static(app, request.path):
+            return self.front.static_session()  # type: ignore[return-value]
+        lifetime = app.permanent_session_lifetime.total_seconds()
+        if self.session_class.permanent_lifetime != lifetime:
+            self.session_class.permanent_lifetime = lifetime
         held = self.front.open(request.path, request.cookies.getlist(self.get_cookie_name(app)), self.codec(app))
         if held is None:
             return self.front.static_session()  # type: ignore[return-value]
@@ -77,13 +110,16 @@ class ReplicatedSessionInterface(SessionInterface):
         if held is None or held.session is not session:
             return
         assert isinstance(session, FlaskSession)
-        permanent = session.permanent
-        if permanent:
-            lifetime = app.permanent_session_lifetime.total_seconds()
-            if session.max_inactive_interval != lifetime:
-                session.max_inactive_interval = lifetime
-        refresh_after = 0.0 if permanent and app.config["SESSION_REFRESH_EACH_REQUEST"] else None
-        action = self.front.close(held, refresh_after)
+        if session._refused:
+            # The view (or its own error handling) answered after a refused new session:
+            # answer 503 as the other adapters do, not a page that claims it worked.
+            _refuse(response)
+        # Flask re-sends the cookie when the session was modified, or on every request
+        # when it is permanent and SESSION_REFRESH_EACH_REQUEST is on. The value here
+        # never changes with the data, so a modification matters only where the app
+        # manages `permanent`: Expires slides, or is added or dropped with the flag.
+        resend = "_permanent" in session and self.should_set_cookie(app, session)
+        action = self.front.close(held, 0.0 if resend else None)
         if session.accessed:
             response.vary.add("Cookie")
         if action is CookieAction.NONE:
@@ -154,11 +190,12 @@ class ReplicatedSession:
     def init_app(self, app: flask.Flask) -> ReplicatedSessionInterface:
         serializer = self._serializer or SessionSerializer()
         serializer.register(Markup, "markup", str, Markup, immutable=True)
+        session_class = type("FlaskSession", (FlaskSession,), {"__module__": __name__})
         node = Node(
             self._config,
             listeners=self._listeners,
             serializer=serializer,
-            session_class=FlaskSession,
+            session_class=session_class,
             clock=self._clock,
         )
         interface = ReplicatedSessionInterface(node)
@@ -170,9 +207,26 @@ class ReplicatedSession:
         return interface
 
 
+def _is_flask_static(app: flask.Flask, path: str) -> bool:
+    """True for a URL of the app's own static route, whatever the file's extension."""
+    prefix = app.static_url_path
+    return bool(app.has_static_folder and prefix and path.startswith(f"{prefix}/"))
+
+
+_503_BODY = "503 Service Unavailable: the server holds too many sessions; try again later.\n"
+_503_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "60"}
+
+
 def _too_many_sessions(exc: TooManySessionsError) -> tuple[str, int, dict[str, str]]:
-    return (
-        "503 Service Unavailable: the server holds too many sessions; try again later.\n",
-        503,
-        {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "60"},
-    )
+    return _503_BODY, 503, dict(_503_HEADERS)
+
+
+def _refuse(response: Response) -> None:
+    """Turn whatever the app answered into the 503 of a refused new session."""
+    close = getattr(response.response, "close", None)
+    if close is not None:
+        close()  # the app's body, e.g. an open file, is not sent
+    response.status_code = 503
+    response.headers.clear()
+    response.headers.update(_503_HEADERS)
+    response.set_data(_503_BODY)

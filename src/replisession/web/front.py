@@ -45,7 +45,9 @@ class RequestSession:
 
     session: Session
     cookie_id: str | None  # the id of the live session the request's cookie named, if any
-    cookie_route: str | None
+    cookie_route: str | None = None
+    current_key: bool = True  # the cookie was signed with the newest key
+    had_cookie: bool = False  # the request carried a cookie of our name, valid or not
     closed: bool = False
 
 
@@ -78,11 +80,11 @@ class SessionFront:
             if decoded is None:
                 log.debug("session cookie ignored: bad or foreign signature")
                 continue
-            session = node.load(decoded[0])
+            session = node.load(decoded.session_id)
             if session is not None:
-                return RequestSession(session, decoded[0], decoded[1])
+                return RequestSession(session, decoded.session_id, decoded.route, decoded.current_key, True)
             log.debug("session cookie ignored: unknown, expired or invalidated id")
-        return RequestSession(node.new_session(), None, None)
+        return RequestSession(node.new_session(), None, had_cookie=bool(cookie_values))
 
     def close(self, held: RequestSession, refresh_after: float | None = None) -> CookieAction:
         """Release the session and say what the response's cookie must do.
@@ -98,12 +100,18 @@ class SessionFront:
         self.node.release(session)
         session_id = session.id
         if session_id is None:
-            return CookieAction.DELETE if held.cookie_id is not None else CookieAction.NONE
+            # Ended (invalidated, emptied) or never begun: expire a cookie that named it,
+            # and a stale one the app explicitly cleared.
+            if held.cookie_id is not None or (held.had_cookie and session.modified):
+                return CookieAction.DELETE
+            return CookieAction.NONE
         if session_id != held.cookie_id:
             return self._issue(session)
         if session.accessed:
             if held.cookie_route != self.route:
                 return self._issue(session)  # failover: re-route the balancer to this member
+            if not held.current_key:
+                return self._issue(session)  # re-sign, so the old key can be retired
             if refresh_after is not None:
                 issued = session.cookie_issued_at
                 if issued is None or self.node.clock() - issued >= refresh_after:
