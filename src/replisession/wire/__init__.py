@@ -1,0 +1,1 @@
+"""The wire: messages to bytes and back (framing, schemas, authentication). Sans-IO."""
