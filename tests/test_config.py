@@ -115,8 +115,8 @@ def test_arguments_win_over_the_environment() -> None:
         ({"static_filter": "("}, "static_filter '(' is not a valid regular expression"),
         ({"sweep_interval": 0}, "sweep_interval must be a positive number of seconds"),
         ({"max_active_sessions": 0}, "max_active_sessions must be a positive integer or None"),
-        ({"max_inactive_interval": "long"}, "max_inactive_interval must be a number of seconds or None"),
-        ({"cookie": None, "max_lifetime": float("nan")}, "max_lifetime must be a number of seconds or None"),
+        ({"max_inactive_interval": "long"}, "max_inactive_interval must be a number of seconds >= 0 or None"),
+        ({"cookie": None, "max_lifetime": float("nan")}, "max_lifetime must be a number of seconds >= 0 or None"),
     ],
 )
 def test_invalid_settings_fail_naming_the_setting(kwargs: dict[str, Any], message: str) -> None:

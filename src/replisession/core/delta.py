@@ -23,7 +23,7 @@ class SessionDelta:
     a session, so a replica can apply deltas in order and ignore stale ones.
     ``destroyed`` is set when the session ended (invalidated or emptied); a
     destroyed delta carries no sets. ``max_inactive_interval`` is the session's
-    effective idle timeout when it changed, else None.
+    effective idle timeout when it changed (``math.inf`` for none), else None.
     """
 
     session_id: str

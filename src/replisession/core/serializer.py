@@ -7,7 +7,9 @@ what replication sends, so the check costs nothing extra there.
 
 ``strict_types`` is on: subclasses of the built-in types (``IntEnum``,
 ``OrderedDict``, ``markupsafe.Markup``...) are not silently flattened to their
-base type but must be registered, so what comes back is what went in.
+base type but must be registered, so what comes back is what went in. The one
+exception is msgpack's own: ``bytearray`` and ``memoryview`` are packed as binary
+before any hook runs, and come back as ``bytes``.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class SessionSerializer:
             return self._pack(value)
         except UnsupportedTypeError:
             raise
-        except (ValueError, OverflowError) as exc:  # too deep, self-referencing, ...
+        except (ValueError, OverflowError, RecursionError) as exc:  # too deep, self-referencing, ...
             raise TypeError(f"value cannot be serialized: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
@@ -140,11 +142,11 @@ class SessionSerializer:
         if kind is frozenset:
             return msgpack.ExtType(_EXT_FROZENSET, self._pack(list(value)))
         if kind is dt.datetime:
-            return msgpack.ExtType(_EXT_DATETIME, self._pack([value.isoformat(), _zone_key(value)]))
+            return msgpack.ExtType(_EXT_DATETIME, self._pack(_clock_parts(value)))
         if kind is dt.date:
             return msgpack.ExtType(_EXT_DATE, value.isoformat().encode())
         if kind is dt.time:
-            return msgpack.ExtType(_EXT_TIME, self._pack([value.isoformat(), _zone_key(value)]))
+            return msgpack.ExtType(_EXT_TIME, self._pack(_clock_parts(value)))
         if kind is uuid.UUID:
             return msgpack.ExtType(_EXT_UUID, value.bytes)
         if kind is decimal.Decimal:
@@ -164,13 +166,13 @@ class SessionSerializer:
         if code == _EXT_FROZENSET:
             return frozenset(self.loads(data))
         if code == _EXT_DATETIME:
-            text, zone = self.loads(data)
-            return _with_zone(dt.datetime.fromisoformat(text), zone)
+            text, offset, zone, fold = self.loads(data)
+            return _with_zone(dt.datetime.fromisoformat(text), offset, zone, fold)
         if code == _EXT_DATE:
             return dt.date.fromisoformat(data.decode())
         if code == _EXT_TIME:
-            text, zone = self.loads(data)
-            return _with_zone(dt.time.fromisoformat(text), zone)
+            text, offset, zone, fold = self.loads(data)
+            return _with_zone(dt.time.fromisoformat(text), offset, zone, fold)
         if code == _EXT_UUID:
             return uuid.UUID(bytes=data)
         if code == _EXT_DECIMAL:
@@ -186,9 +188,26 @@ class SessionSerializer:
         raise ValueError(f"unknown msgpack extension code {code}")
 
 
-def _with_zone(value: Any, zone: str | None) -> Any:
-    if zone is None:
-        return value
-    from zoneinfo import ZoneInfo  # only for values that were stored with a zone name
+def _clock_parts(value: dt.datetime | dt.time) -> list[Any]:
+    """``[naive isoformat, UTC offset in seconds or None, zoneinfo key or None, fold]``.
 
-    return value.replace(tzinfo=ZoneInfo(zone))
+    The offset is carried as a number because ``fromisoformat`` drops sub-second
+    offsets, and ``fold`` because it tells the two 02:30s of a DST change apart.
+    """
+    offset = value.utcoffset()
+    return [
+        value.replace(tzinfo=None).isoformat(),
+        None if offset is None else offset.total_seconds(),
+        _zone_key(value),
+        value.fold,
+    ]
+
+
+def _with_zone(value: Any, offset: float | None, zone: str | None, fold: int) -> Any:
+    if zone is not None:
+        from zoneinfo import ZoneInfo  # only for values that were stored with a zone name
+
+        return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
+    if offset is not None:
+        return value.replace(tzinfo=dt.timezone(dt.timedelta(seconds=offset)), fold=fold)
+    return value.replace(fold=fold)

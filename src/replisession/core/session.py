@@ -236,6 +236,12 @@ class Session(dict[str, Any]):
             self._snapshot(key, value)
         return value
 
+    def __iter__(self) -> Any:
+        # Defined so that dict(session), {**session} and session | {} go through
+        # __getitem__ (CPython copies a dict subclass's items directly otherwise),
+        # which snapshots the mutable values those copies share.
+        return dict.__iter__(self)
+
     def values(self):  # type: ignore[no-untyped-def]  # dict's own view type
         self._snapshot_all()
         return dict.values(self)

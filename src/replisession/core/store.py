@@ -14,6 +14,8 @@ all until its first write, so requests that never write create nothing.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from .serializer import SessionSerializer
 from .session import Session
 
 __all__ = ["SessionPolicy", "SessionStore"]
+
+log = logging.getLogger("replisession.store")
 
 ChangeSink = Callable[[SessionDelta], None]
 
@@ -50,8 +54,10 @@ class SessionPolicy:
     def __post_init__(self) -> None:
         for name in ("max_inactive_interval", "max_lifetime"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or value != value):
-                raise ConfigError(f"{name} must be a number of seconds or None, not {value!r}")
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or value != value or value < 0
+            ):
+                raise ConfigError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
         if self.max_active_sessions is not None and (
             not isinstance(self.max_active_sessions, int) or self.max_active_sessions < 1
         ):
@@ -116,7 +122,7 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
-            if self._is_expired(session, now):
+            if session._holders == 0 and self._is_expired(session, now):  # in use is not idle
                 self._remove(session, DestroyReason.EXPIRED)
                 return None
             if session._holders == 0:  # first request in: its flags start clean
@@ -142,6 +148,10 @@ class SessionStore:
             if session.accessed:
                 session.last_accessed = now
             if session._delta is None:
+                # Untracked: forget what a delta would have said, so a delta begun
+                # later (tracking switched on) does not claim a creation it never saw.
+                session._was_created = session._meta_changed = False
+                session._previous_id = None
                 return None
             self._detect_mutations(session)
             return self._take_delta(session)
@@ -249,7 +259,15 @@ class SessionStore:
             value = dict.get(session, key, read)  # removed keys leave the snapshot map at removal
             if value is read:
                 continue
-            after = dumps(value)
+            try:
+                after = dumps(value)
+            except TypeError as exc:
+                # Changed in place into something unencodable: it cannot replicate.
+                # Say so, and keep the rest of the session's changes flowing.
+                log.error("session[%r] was changed in place into an unserializable value: %s", key, exc)
+                session._delta.pop(key, None)
+                read[key] = before
+                continue
             if after != before:
                 session._delta[key] = after
                 read[key] = after
@@ -277,7 +295,7 @@ class SessionStore:
             removes=frozenset(removes),
             created=session._was_created,
             previous_id=session._previous_id,
-            max_inactive_interval=session.max_inactive_interval if session._meta_changed else None,
+            max_inactive_interval=_interval_for_delta(session) if session._meta_changed else None,
         )
         changes.clear()
         session._was_created = False
@@ -286,3 +304,9 @@ class SessionStore:
         if self.change_sink is not None:
             self.change_sink(delta)
         return delta
+
+
+def _interval_for_delta(session: Session) -> float:
+    """The idle timeout a delta carries: ``math.inf`` for none, since None means "unchanged"."""
+    value = session.max_inactive_interval
+    return math.inf if value is None else value
