@@ -1,0 +1,325 @@
+"""One peer connection as a sans-IO state machine, in the style of h11's ``Connection``.
+
+The net layer owns the socket and does three things: it sends what :meth:`initiate`,
+:meth:`send`, :meth:`data_to_send` and :meth:`refusal` return, in the order they
+return it; it passes every received chunk to :meth:`receive_data` and acts on the
+events; and on :class:`~replisession.errors.RemoteProtocolError` it logs the message,
+sends :meth:`refusal` if the handshake was not complete, and closes the socket.
+
+The handshake: the member that dialled (the initiator) sends HELLO(cluster, member,
+nonce); the other (the responder) checks it and answers WELCOME(cluster, member,
+nonce), or the net layer answers REFUSE(reason) and closes. HELLO and WELCOME are
+authenticated with the cluster key; everything after them with per-direction keys
+derived from the cluster key and both nonces (see ``auth.py``).
+
+States and transitions are tables; a (state, frame type) pair that is not in them is
+a protocol error, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from .auth import FrameOpener, FrameSealer, derive_session_keys
+from .frames import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FLAG_COMPRESSED,
+    MAC_SIZE,
+    FrameDecoder,
+    RawFrame,
+    compress,
+    decompress,
+    encode_frame,
+    frame_header,
+)
+from .messages import (
+    PROTOCOL_VERSION,
+    FrameType,
+    Hello,
+    MemberInfo,
+    Message,
+    Refuse,
+    Welcome,
+    decode_message,
+    encode_message,
+)
+
+__all__ = ["ConnectionState", "Established", "Event", "PeerConnection", "Received", "Refused"]
+
+_NONCE_SIZE = 16
+_MAX_REFUSE_REASON = 256  # Refuse's schema limit
+
+
+class ConnectionState(enum.Enum):
+    IDLE = "IDLE"  # initiator, before initiate()
+    HELLO_SENT = "HELLO_SENT"  # initiator, waiting for WELCOME or REFUSE
+    AWAITING_HELLO = "AWAITING_HELLO"  # responder, waiting for HELLO
+    ESTABLISHED = "ESTABLISHED"
+    CLOSED = "CLOSED"  # refused, or closed by us; received bytes are discarded
+    ERROR = "ERROR"  # the peer broke the protocol; terminal
+
+
+_S = ConnectionState
+_F = FrameType
+_TRAFFIC = (_F.HEARTBEAT, _F.LEAVE, _F.DATA, _F.ACK)  # the only frames after the handshake
+
+# (our state, frame type we send) -> our next state. REFUSE is not here: refusal()
+# makes bytes for the net layer to send while closing, in any state.
+_SEND: dict[tuple[ConnectionState, FrameType], ConnectionState] = {
+    (_S.IDLE, _F.HELLO): _S.HELLO_SENT,
+    **{(_S.ESTABLISHED, frame_type): _S.ESTABLISHED for frame_type in _TRAFFIC},
+}
+
+# (our state, frame type received) -> our next state. The responder's WELCOME is
+# queued as part of receiving HELLO.
+_RECEIVE: dict[tuple[ConnectionState, FrameType], ConnectionState] = {
+    (_S.HELLO_SENT, _F.WELCOME): _S.ESTABLISHED,
+    (_S.HELLO_SENT, _F.REFUSE): _S.CLOSED,
+    (_S.AWAITING_HELLO, _F.HELLO): _S.ESTABLISHED,
+    **{(_S.ESTABLISHED, frame_type): _S.ESTABLISHED for frame_type in _TRAFFIC},
+}
+
+
+class Event:
+    """Base of what :meth:`PeerConnection.receive_data` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Established(Event):
+    """The handshake succeeded; ``peer`` is the authenticated member at the other end."""
+
+    peer: MemberInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Event):
+    """An authenticated message from the peer."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(Event):
+    """The responder refused our HELLO. ``reason`` is unauthenticated peer text: log it with ``!r``."""
+
+    reason: str
+
+
+def _random_nonce() -> bytes:
+    return secrets.token_bytes(_NONCE_SIZE)
+
+
+class PeerConnection:
+    """Our end of one TCP connection to a peer member."""
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        local: MemberInfo,
+        cluster: str,
+        cluster_key: bytes,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        compress_threshold: int | None = None,
+        nonce_factory: Callable[[], bytes] = _random_nonce,
+    ) -> None:
+        if compress_threshold is not None and (type(compress_threshold) is not int or compress_threshold < 0):
+            raise ConfigError(f"compress_threshold must be a non-negative integer or None, not {compress_threshold!r}")
+        self._decoder = FrameDecoder(max_frame_size)
+        self._max_frame_size = max_frame_size
+        self._compress_threshold = compress_threshold
+        # The nonce is drawn now so that a bad factory fails here, not halfway through
+        # a handshake.
+        nonce = nonce_factory()
+        if not isinstance(nonce, bytes) or len(nonce) != _NONCE_SIZE:
+            raise ConfigError(f"nonce_factory must return {_NONCE_SIZE} random bytes, not {nonce!r}")
+        try:
+            self._introduction: Message = (Hello if initiator else Welcome)(cluster, local, nonce)
+        except RemoteProtocolError as exc:  # the schema check speaks of the remote side
+            raise ConfigError(f"cannot introduce this member: {exc}") from exc
+        self._initiator = initiator
+        self._local = local
+        self._cluster = cluster
+        self._cluster_key = cluster_key
+        self._nonce = nonce
+        # The handshake frames are sealed with the cluster key, one counter per direction.
+        self._sealer = FrameSealer(cluster_key)
+        self._opener = FrameOpener(cluster_key)
+        self._state = _S.IDLE if initiator else _S.AWAITING_HELLO
+        self._peer: MemberInfo | None = None
+        self._outgoing = bytearray()
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def peer(self) -> MemberInfo | None:
+        """The member at the other end, once the handshake succeeded."""
+        return self._peer
+
+    # -- sending ---------------------------------------------------------------------
+
+    def initiate(self) -> bytes:
+        """The HELLO frame; initiator only, once."""
+        self._state = self._next_send(_F.HELLO)
+        return self._seal(_F.HELLO, encode_message(self._introduction)[1], 0)
+
+    def send(self, message: Message) -> bytes:
+        """The frame bytes of ``message`` (HEARTBEAT, LEAVE, DATA or ACK), once established.
+
+        Bytes still queued by :meth:`receive_data` come first, so the WELCOME can never
+        be overtaken. A :class:`LocalProtocolError` (wrong state, unencodable or too
+        large message) consumes no sequence number: the connection stays usable.
+        """
+        next_state = self._next_send(message.frame_type)
+        frame_type, body = encode_message(message)
+        if len(body) > self._max_frame_size:
+            raise LocalProtocolError(
+                f"{frame_type.name} body of {len(body)} bytes exceeds the maximum frame size of "
+                f"{self._max_frame_size} bytes"
+            )
+        flags = 0
+        if self._compress_threshold is not None and len(body) > self._compress_threshold:
+            packed = compress(body)
+            if len(packed) < len(body):  # incompressible bodies go as they are
+                body, flags = packed, FLAG_COMPRESSED
+        frame = self._seal(frame_type, body, flags)
+        self._state = next_state
+        return self.data_to_send() + frame
+
+    def data_to_send(self) -> bytes:
+        """Bytes that receiving produced (the responder's WELCOME), cleared as they are returned."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def refusal(self, reason: str) -> bytes:
+        """An unauthenticated REFUSE frame to send before closing during the handshake.
+
+        It works in any state, including ERROR, because it is sent after the error.
+        It carries no MAC (all zeros): its typical cause is a peer that does not share
+        our key, which could not check one. That gives an attacker nothing: it can only
+        end a handshake, which anyone on the path can do by resetting the TCP connection.
+        """
+        body = encode_message(Refuse(reason[:_MAX_REFUSE_REASON]))[1]
+        return encode_frame(_F.REFUSE, body, 0, bytes(MAC_SIZE))
+
+    def close(self) -> None:
+        """We are done with this connection; later received bytes are discarded. ERROR stays ERROR."""
+        if self._state is not _S.ERROR:
+            self._state = _S.CLOSED
+
+    # -- receiving -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Events for the frames that ``data`` completes.
+
+        Raises only :class:`RemoteProtocolError`, after which the connection is in
+        state ERROR and events of earlier frames of the same chunk are dropped with it.
+        """
+        if self._state is _S.ERROR:
+            raise RemoteProtocolError("cannot receive: the connection already failed")
+        if self._state is _S.CLOSED:
+            return []
+        events: list[Event] = []
+        try:
+            for frame in self._decoder.feed(data):
+                event = self._receive_frame(frame)
+                events.append(event)
+                if isinstance(event, Refused):  # the connection is over; ignore what follows
+                    break
+        except RemoteProtocolError:
+            self._fail()
+            raise
+        except Exception as exc:  # a bug must still cost only this connection
+            self._fail()
+            raise RemoteProtocolError(f"unexpected error while reading a frame: {exc!r}") from exc
+        return events
+
+    def _receive_frame(self, frame: RawFrame) -> Event:
+        try:
+            frame_type = FrameType(frame.frame_type)
+        except ValueError:
+            raise RemoteProtocolError(f"unknown frame type {frame.frame_type}") from None
+        next_state = _RECEIVE.get((self._state, frame_type))
+        if next_state is None:
+            raise RemoteProtocolError(f"unexpected {frame_type.name} frame in state {self._state.name}")
+        # REFUSE is read unauthenticated (see refusal()). The table admits it only while
+        # we wait for WELCOME, and all it can do is end that handshake.
+        if frame_type is not _F.REFUSE:
+            self._authenticate(frame, frame_type)
+        # Authenticated before inflated: apart from a (bounded) REFUSE, only a key holder
+        # can make us decompress anything.
+        body = decompress(frame.body, self._max_frame_size) if frame.flags & FLAG_COMPRESSED else frame.body
+        message = decode_message(frame_type, body)
+        if isinstance(message, Hello):
+            event: Event = self._on_hello(message)
+        elif isinstance(message, Welcome):
+            event = self._on_welcome(message)
+        elif isinstance(message, Refuse):
+            event = Refused(message.reason)
+        else:
+            event = Received(message)
+        self._state = next_state
+        return event
+
+    def _authenticate(self, frame: RawFrame, frame_type: FrameType) -> None:
+        try:
+            self._opener.verify(frame.header, frame.body, frame.mac)
+        except RemoteProtocolError as exc:
+            if frame_type in (_F.HELLO, _F.WELCOME):
+                raise RemoteProtocolError("authentication failed: wrong cluster secret?") from exc
+            raise
+
+    def _on_hello(self, hello: Hello) -> Established:
+        # The name is checked after the MAC, so only a holder of the secret learns ours.
+        self._check_peer(hello.cluster, hello.member)
+        if hello.protocol != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"protocol version {hello.protocol} is not supported (we speak {PROTOCOL_VERSION})"
+            )
+        self._outgoing += self._seal(_F.WELCOME, encode_message(self._introduction)[1], 0)
+        self._establish(hello.member, initiator_nonce=hello.nonce, responder_nonce=self._nonce)
+        return Established(hello.member)
+
+    def _on_welcome(self, welcome: Welcome) -> Established:
+        self._check_peer(welcome.cluster, welcome.member)
+        self._establish(welcome.member, initiator_nonce=self._nonce, responder_nonce=welcome.nonce)
+        return Established(welcome.member)
+
+    def _check_peer(self, cluster: str, member: MemberInfo) -> None:
+        if cluster != self._cluster:
+            raise RemoteProtocolError(f"cluster name {cluster!r} is not ours ({self._cluster!r})")
+        if member.incarnation == self._local.incarnation:
+            # A seed list that names our own address, or an incarnation drawn before a fork.
+            raise RemoteProtocolError(f"the peer {member} has our own incarnation: connected to ourselves?")
+
+    def _establish(self, peer: MemberInfo, *, initiator_nonce: bytes, responder_nonce: bytes) -> None:
+        i2r, r2i = derive_session_keys(self._cluster_key, initiator_nonce, responder_nonce)
+        ours, theirs = (i2r, r2i) if self._initiator else (r2i, i2r)
+        self._sealer = FrameSealer(ours)  # fresh counters: the handshake used seq 0 of the cluster key
+        self._opener = FrameOpener(theirs)
+        self._peer = peer
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _next_send(self, frame_type: FrameType) -> ConnectionState:
+        next_state = _SEND.get((self._state, frame_type))
+        if next_state is None:
+            raise LocalProtocolError(f"cannot send {frame_type.name} in state {self._state.name}")
+        return next_state
+
+    def _seal(self, frame_type: FrameType, body: bytes, flags: int) -> bytes:
+        mac = self._sealer.seal(frame_header(frame_type, flags, len(body)), body)
+        return encode_frame(frame_type, body, flags, mac)
+
+    def _fail(self) -> None:
+        self._state = _S.ERROR
+        self._outgoing.clear()

@@ -1,0 +1,540 @@
+"""PeerConnection: two in-memory ends driven against each other, and every way a peer can break the protocol."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from replisession.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from replisession.wire import connection as connection_module
+from replisession.wire.auth import FrameSealer, derive_cluster_key, derive_session_keys
+from replisession.wire.connection import ConnectionState, Established, Event, PeerConnection, Received, Refused
+from replisession.wire.frames import FLAG_COMPRESSED, HEADER_SIZE, FrameDecoder, compress, encode_frame, frame_header
+from replisession.wire.messages import (
+    Ack,
+    Data,
+    FrameType,
+    Heartbeat,
+    Hello,
+    Leave,
+    MemberInfo,
+    Message,
+    Refuse,
+    SendMode,
+    Welcome,
+    decode_message,
+    encode_message,
+)
+
+KEY = derive_cluster_key(b"s3cret")
+ALICE = MemberInfo("alice", "10.0.0.1", 4000, "a" * 32)
+BOB = MemberInfo("bob", "10.0.0.2", 4000, "b" * 32)
+NONCE_I = b"I" * 16
+NONCE_R = b"R" * 16
+I2R, R2I = derive_session_keys(KEY, NONCE_I, NONCE_R)
+MAX = 1024
+
+AUTH_FAILED = r"^frame authentication failed \(frame #{} of this direction\): forged, tampered or replayed$"
+WRONG_SECRET = r"^authentication failed: wrong cluster secret\?$"
+S = ConnectionState
+
+
+def make(initiator: bool, **kwargs: Any) -> PeerConnection:
+    settings: dict[str, Any] = {
+        "local": ALICE if initiator else BOB,
+        "cluster": "prod",
+        "cluster_key": KEY,
+        "max_frame_size": MAX,
+        "nonce_factory": lambda: NONCE_I if initiator else NONCE_R,
+    }
+    settings.update(kwargs)
+    return PeerConnection(initiator=initiator, **settings)
+
+
+def established(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+    initiator, responder = make(True, **kwargs), make(False, **kwargs)
+    assert responder.receive_data(initiator.initiate()) == [Established(ALICE)]
+    assert initiator.receive_data(responder.data_to_send()) == [Established(BOB)]
+    return initiator, responder
+
+
+def forge(frame_type: int, body: bytes | dict[str, Any], key: bytes, *, seq: int = 0, flags: int = 0) -> bytes:
+    """A frame sealed as the ``seq``-th frame of a direction keyed by ``key``."""
+    if isinstance(body, dict):
+        body = msgpack.packb(body, use_bin_type=True)
+    sealer = FrameSealer(key)
+    for _ in range(seq):
+        sealer.seal(b"", b"")
+    return encode_frame(frame_type, body, flags, sealer.seal(frame_header(frame_type, flags, len(body)), body))
+
+
+def decode_frames(data: bytes) -> list[tuple[int, Message]]:
+    return [(f.flags, decode_message(f.frame_type, f.body)) for f in FrameDecoder().feed(data)]
+
+
+def fails(connection: PeerConnection, data: bytes, message: str) -> pytest.ExceptionInfo[RemoteProtocolError]:
+    with pytest.raises(RemoteProtocolError, match=message) as info:
+        connection.receive_data(data)
+    assert connection.state is S.ERROR
+    return info
+
+
+# -- the handshake ---------------------------------------------------------------------
+
+
+def test_handshake() -> None:
+    initiator, responder = make(True), make(False)
+    assert (initiator.state, responder.state, initiator.peer, responder.peer) == (S.IDLE, S.AWAITING_HELLO, None, None)
+    hello = initiator.initiate()
+    assert initiator.state is S.HELLO_SENT
+    assert decode_frames(hello) == [(0, Hello("prod", ALICE, NONCE_I))]
+    assert responder.receive_data(hello) == [Established(ALICE)]
+    assert (responder.state, responder.peer) == (S.ESTABLISHED, ALICE)
+    welcome = responder.data_to_send()
+    assert decode_frames(welcome) == [(0, Welcome("prod", BOB, NONCE_R))]
+    assert responder.data_to_send() == b""
+    assert initiator.receive_data(welcome) == [Established(BOB)]
+    assert (initiator.state, initiator.peer) == (S.ESTABLISHED, BOB)
+    assert initiator.data_to_send() == b""
+
+
+def test_handshake_one_byte_at_a_time() -> None:
+    initiator, responder = make(True), make(False)
+    events = [e for byte in initiator.initiate() for e in responder.receive_data(bytes([byte]))]
+    assert events == [Established(ALICE)]
+    events = [e for byte in responder.data_to_send() for e in initiator.receive_data(bytes([byte]))]
+    assert events == [Established(BOB)]
+
+
+def test_handshake_frames_are_sealed_with_the_cluster_key_at_seq_0() -> None:
+    assert make(True).initiate() == forge(FrameType.HELLO, encode_message(Hello("prod", ALICE, NONCE_I))[1], KEY)
+    responder = make(False)
+    responder.receive_data(make(True).initiate())
+    assert responder.data_to_send() == forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], KEY)
+
+
+def test_traffic_is_sealed_with_the_per_direction_session_keys() -> None:
+    initiator, responder = established()
+    body = encode_message(Heartbeat())[1]
+    assert initiator.send(Heartbeat()) == forge(FrameType.HEARTBEAT, body, I2R)
+    assert responder.send(Heartbeat()) == forge(FrameType.HEARTBEAT, body, R2I)
+    assert initiator.send(Heartbeat()) == forge(FrameType.HEARTBEAT, body, I2R, seq=1)
+
+
+def test_the_welcome_and_the_first_frames_can_arrive_in_one_chunk() -> None:
+    initiator, responder = make(True), make(False)
+    responder.receive_data(initiator.initiate())
+    chunk = responder.send(Heartbeat((BOB,)))  # the queued WELCOME comes first
+    assert responder.data_to_send() == b""
+    assert initiator.receive_data(chunk + responder.send(Leave())) == [
+        Established(BOB),
+        Received(Heartbeat((BOB,))),
+        Received(Leave()),
+    ]
+
+
+def test_default_nonces_are_random() -> None:
+    hellos = [
+        decode_frames(PeerConnection(initiator=True, local=ALICE, cluster="prod", cluster_key=KEY).initiate())[0][1]
+        for _ in range(2)
+    ]
+    nonces = [hello.nonce for hello in hellos if isinstance(hello, Hello)]
+    assert len(nonces) == 2
+    assert len(nonces[0]) == 16
+    assert nonces[0] != nonces[1]
+
+
+# -- messages, both ways -----------------------------------------------------------------
+
+text = st.text(st.characters(codec="utf-8"), max_size=20)
+members = st.builds(
+    MemberInfo,
+    st.none() | text,
+    text,
+    st.integers(1, 65535),
+    st.text("0123456789abcdef", min_size=32, max_size=32),
+)
+payloads = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | text | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12,
+)
+messages = st.one_of(
+    st.builds(Heartbeat, st.lists(members, max_size=3).map(tuple)),
+    st.just(Leave()),
+    st.builds(Data, st.integers(0, 2**63 - 1), st.sampled_from(SendMode), text, payloads),
+    st.builds(Ack, st.integers(0, 2**63 - 1), st.booleans(), text),
+)
+
+
+def deliver(connection: PeerConnection, stream: bytes, data: st.DataObject) -> list[Event]:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    events: list[Event] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        events += connection.receive_data(stream[start:end])
+    return events
+
+
+@given(
+    st.lists(messages, max_size=5),
+    st.lists(messages, max_size=5),
+    st.none() | st.integers(0, 64),
+    st.data(),
+)
+def test_messages_round_trip_both_ways_however_chunked(
+    to_responder: list[Message], to_initiator: list[Message], threshold: int | None, data: st.DataObject
+) -> None:
+    initiator, responder = established(compress_threshold=threshold, max_frame_size=64 * 1024)
+    assert deliver(responder, b"".join(map(initiator.send, to_responder)), data) == list(map(Received, to_responder))
+    assert deliver(initiator, b"".join(map(responder.send, to_initiator)), data) == list(map(Received, to_initiator))
+    assert (initiator.state, responder.state) == (S.ESTABLISHED, S.ESTABLISHED)
+
+
+def test_large_bodies_are_compressed_above_the_threshold() -> None:
+    message = Data(1, SendMode.SYNC, "delta", {"cart": ["item"] * 100})
+    size = len(encode_message(message)[1])
+    for threshold, flags in [(size, 0), (size - 1, FLAG_COMPRESSED), (None, 0)]:
+        initiator, responder = established(compress_threshold=threshold)
+        frame = initiator.send(message)
+        assert frame[4] == flags
+        assert responder.receive_data(frame) == [Received(message)]
+
+
+def test_incompressible_bodies_are_sent_as_they_are() -> None:
+    message = Data(1, SendMode.ASYNC, "blob", random.Random(0).randbytes(500))
+    initiator, responder = established(compress_threshold=0)
+    frame = initiator.send(message)
+    assert frame[4] == 0
+    assert responder.receive_data(frame) == [Received(message)]
+
+
+# -- local misuse --------------------------------------------------------------------------
+
+
+def test_only_a_fresh_initiator_initiates() -> None:
+    with pytest.raises(LocalProtocolError, match=r"^cannot send HELLO in state AWAITING_HELLO$"):
+        make(False).initiate()
+    initiator = make(True)
+    initiator.initiate()
+    with pytest.raises(LocalProtocolError, match=r"^cannot send HELLO in state HELLO_SENT$"):
+        initiator.initiate()
+
+
+def test_nothing_is_sent_before_the_handshake() -> None:
+    with pytest.raises(LocalProtocolError, match=r"^cannot send HEARTBEAT in state IDLE$"):
+        make(True).send(Heartbeat())
+    with pytest.raises(LocalProtocolError, match=r"^cannot send DATA in state AWAITING_HELLO$"):
+        make(False).send(Data(1, SendMode.ASYNC, "k", None))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [Hello("prod", ALICE, NONCE_I), Welcome("prod", ALICE, NONCE_I), Refuse("no")],
+    ids=lambda m: type(m).__name__,
+)
+def test_handshake_messages_cannot_be_sent_once_established(message: Message) -> None:
+    initiator, _ = established()
+    with pytest.raises(LocalProtocolError, match=f"^cannot send {message.frame_type.name} in state ESTABLISHED$"):
+        initiator.send(message)
+
+
+def test_a_refused_send_consumes_nothing() -> None:
+    initiator, responder = established()
+    with pytest.raises(
+        LocalProtocolError, match=r"^DATA body of 20\d\d bytes exceeds the maximum frame size of 1024 bytes$"
+    ):
+        initiator.send(Data(1, SendMode.ASYNC, "big", b"x" * 2000))
+    with pytest.raises(LocalProtocolError, match=r"^cannot encode Data: "):
+        initiator.send(Data(2, SendMode.ASYNC, "set", {1, 2}))
+    assert initiator.state is S.ESTABLISHED
+    assert responder.receive_data(initiator.send(Ack(3))) == [Received(Ack(3))]
+
+
+def test_close() -> None:
+    initiator, responder = established()
+    frame = initiator.send(Leave())
+    responder.close()
+    assert responder.state is S.CLOSED
+    assert responder.receive_data(frame) == []
+    with pytest.raises(LocalProtocolError, match=r"^cannot send LEAVE in state CLOSED$"):
+        responder.send(Leave())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"compress_threshold": -1}, "compress_threshold must be a non-negative integer or None, not -1"),
+        ({"compress_threshold": 1.5}, "compress_threshold must be a non-negative integer or None, not 1.5"),
+        ({"compress_threshold": True}, "compress_threshold must be a non-negative integer or None, not True"),
+        ({"max_frame_size": 0}, "max_frame_size must be an integer in [1, 4294967295], not 0"),
+        ({"nonce_factory": lambda: b"x" * 15}, "nonce_factory must return 16 random bytes, not b'xxxxxxxxxxxxxxx'"),
+        ({"nonce_factory": lambda: "x" * 16}, "nonce_factory must return 16 random bytes, not 'xxxxxxxxxxxxxxxx'"),
+        (
+            {"cluster": "c" * 129},
+            "cannot introduce this member: field 'cluster' must be a string of at most 128 characters",
+        ),
+    ],
+)
+@pytest.mark.parametrize("initiator", [True, False])
+def test_settings_are_checked_at_construction(initiator: bool, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        make(initiator, **kwargs)
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def test_wrong_secret() -> None:
+    initiator, responder = make(True, cluster_key=derive_cluster_key(b"guess")), make(False)
+    info = fails(responder, initiator.initiate(), WRONG_SECRET)
+    assert isinstance(info.value.__cause__, RemoteProtocolError)
+    assert responder.data_to_send() == b""
+    # The net layer answers with a refusal the initiator can read without our key.
+    refusal = responder.refusal(str(info.value))
+    assert initiator.receive_data(refusal) == [Refused("authentication failed: wrong cluster secret?")]
+    assert (initiator.state, initiator.peer) == (S.CLOSED, None)
+
+
+def test_a_welcome_with_the_wrong_secret() -> None:
+    initiator = make(True)
+    initiator.initiate()
+    welcome = forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], derive_cluster_key(b"guess"))
+    fails(initiator, welcome, WRONG_SECRET)
+
+
+def test_wrong_cluster_name() -> None:
+    initiator, responder = make(True, cluster="staging"), make(False)
+    info = fails(responder, initiator.initiate(), r"^cluster name 'staging' is not ours \('prod'\)$")
+    assert initiator.receive_data(responder.refusal(str(info.value))) == [
+        Refused("cluster name 'staging' is not ours ('prod')")
+    ]
+
+
+def test_a_welcome_of_another_cluster() -> None:
+    initiator = make(True)
+    initiator.initiate()
+    welcome = forge(FrameType.WELCOME, encode_message(Welcome("staging", BOB, NONCE_R))[1], KEY)
+    fails(initiator, welcome, r"^cluster name 'staging' is not ours \('prod'\)$")
+
+
+def test_another_protocol_version() -> None:
+    hello = forge(FrameType.HELLO, encode_message(Hello("prod", ALICE, NONCE_I, protocol=2))[1], KEY)
+    fails(make(False), hello, r"^protocol version 2 is not supported \(we speak 1\)$")
+
+
+def test_a_connection_to_ourselves() -> None:
+    initiator, responder = make(True), make(False, local=ALICE)
+    fails(responder, initiator.initiate(), r"^the peer alice@10\.0\.0\.1:4000/aaaaaaaa has our own incarnation")
+    initiator, responder = make(True, local=BOB), make(False)
+    initiator.initiate()
+    welcome = forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], KEY)
+    fails(
+        initiator,
+        welcome,
+        r"^the peer bob@10\.0\.0\.2:4000/bbbbbbbb has our own incarnation: connected to ourselves\?$",
+    )
+
+
+def test_a_replayed_frame() -> None:
+    initiator, responder = established()
+    frame = initiator.send(Data(1, SendMode.ACK, "k", "v"))
+    assert responder.receive_data(frame) == [Received(Data(1, SendMode.ACK, "k", "v"))]
+    fails(responder, frame, AUTH_FAILED.format(1))
+
+
+def test_a_frame_replayed_from_another_connection() -> None:
+    initiator, _ = established()
+    frame = initiator.send(Heartbeat())
+    _, responder = established(nonce_factory=lambda: b"N" * 16)  # other nonces, other session keys
+    fails(responder, frame, AUTH_FAILED.format(0))
+
+
+def test_a_frame_reflected_to_its_sender() -> None:
+    initiator, _ = established()
+    fails(initiator, initiator.send(Heartbeat()), AUTH_FAILED.format(0))
+
+
+@pytest.mark.parametrize(
+    ("position", "bit"),
+    [(3, 0x01), (4, 0x01), (HEADER_SIZE, 0x80), (-33, 0x01), (-32, 0x01), (-1, 0x80)],
+    ids=["type DATA->ACK", "flags: compressed", "body first", "body last", "mac first", "mac last"],
+)
+def test_a_tampered_frame(position: int, bit: int) -> None:
+    initiator, responder = established()
+    frame = bytearray(initiator.send(Data(1, SendMode.ASYNC, "k", "value")))
+    frame[position] ^= bit
+    fails(responder, bytes(frame), AUTH_FAILED.format(0))
+
+
+def test_a_tampered_hello() -> None:
+    hello = bytearray(make(True).initiate())
+    hello[HEADER_SIZE + 3] ^= 0x01
+    fails(make(False), bytes(hello), WRONG_SECRET)
+
+
+def test_an_oversized_frame_is_refused_from_its_header() -> None:
+    _, responder = established()
+    fails(
+        responder,
+        frame_header(FrameType.DATA, 0, MAX + 1),
+        f"^frame body of {MAX + 1} bytes exceeds the maximum frame size of {MAX} bytes$",
+    )
+
+
+@pytest.mark.parametrize("established_first", [True, False])
+def test_garbage(established_first: bool) -> None:
+    responder = established()[1] if established_first else make(False)
+    fails(responder, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", r"^bad frame magic b'GE': the peer does not speak")
+
+
+def test_another_frame_version() -> None:
+    frame = bytearray(make(True).initiate())
+    frame[2] = 2
+    fails(make(False), bytes(frame), r"^unsupported frame version 2 \(we speak 1\)$")
+
+
+@pytest.mark.parametrize("frame_type", [0, 8, 99, 255])
+def test_an_unknown_frame_type(frame_type: int) -> None:
+    _, responder = established()
+    fails(responder, forge(frame_type, {}, I2R), f"^unknown frame type {frame_type}$")
+
+
+@pytest.mark.parametrize(
+    ("initiator", "frame_type", "state"),
+    [
+        (False, FrameType.DATA, "AWAITING_HELLO"),
+        (False, FrameType.HEARTBEAT, "AWAITING_HELLO"),
+        (False, FrameType.WELCOME, "AWAITING_HELLO"),
+        (False, FrameType.REFUSE, "AWAITING_HELLO"),
+        (True, FrameType.WELCOME, "IDLE"),
+        (True, FrameType.REFUSE, "IDLE"),
+        (True, FrameType.HELLO, "IDLE"),
+    ],
+)
+def test_a_frame_before_the_handshake(initiator: bool, frame_type: FrameType, state: str) -> None:
+    fails(make(initiator), forge(frame_type, {}, KEY), f"^unexpected {frame_type.name} frame in state {state}$")
+
+
+@pytest.mark.parametrize("frame_type", [FrameType.DATA, FrameType.ACK, FrameType.HELLO, FrameType.HEARTBEAT])
+def test_a_frame_while_waiting_for_welcome(frame_type: FrameType) -> None:
+    initiator = make(True)
+    initiator.initiate()
+    fails(initiator, forge(frame_type, {}, KEY), f"^unexpected {frame_type.name} frame in state HELLO_SENT$")
+
+
+@pytest.mark.parametrize("frame_type", [FrameType.HELLO, FrameType.WELCOME, FrameType.REFUSE])
+def test_a_handshake_frame_after_establishment(frame_type: FrameType) -> None:
+    initiator, responder = make(True), make(False)
+    hello = initiator.initiate()
+    responder.receive_data(hello)
+    frame = hello if frame_type is FrameType.HELLO else forge(frame_type, {}, I2R)
+    fails(responder, frame, f"^unexpected {frame_type.name} frame in state ESTABLISHED$")
+
+
+def test_a_decompression_bomb() -> None:
+    _, responder = established()
+    bomb = compress(msgpack.packb({"id": 1, "mode": 0, "kind": "k", "payload": bytes(100 * MAX)}))
+    assert len(bomb) < MAX
+    fails(
+        responder,
+        forge(FrameType.DATA, bomb, I2R, flags=FLAG_COMPRESSED),
+        f"^compressed body inflates past the limit of {MAX} bytes$",
+    )
+
+
+def test_authenticated_garbage_that_claims_to_be_compressed() -> None:
+    _, responder = established()
+    fails(
+        responder,
+        forge(FrameType.DATA, b"not zlib", I2R, flags=FLAG_COMPRESSED),
+        "^compressed body is not a valid zlib stream",
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "body", "message"),
+    [
+        (
+            FrameType.DATA,
+            {"id": 1, "mode": 0, "kind": "k", "payload": None, "extra": 1},
+            "DATA must have exactly the fields ['id', 'kind', 'mode', 'payload'], "
+            "got ['extra', 'id', 'kind', 'mode', 'payload']",
+        ),
+        (
+            FrameType.DATA,
+            {"id": -1, "mode": 0, "kind": "k", "payload": None},
+            "field 'msg_id' must be an integer in [0, 9223372036854775807]",
+        ),
+        (
+            FrameType.DATA,
+            {"id": 1, "mode": 3, "kind": "k", "payload": None},
+            "field 'mode' must be an integer in [0, 2]",
+        ),
+        (FrameType.ACK, {"id": 1, "ok": 1, "error": ""}, "field 'ok' must be a boolean"),
+        (FrameType.HEARTBEAT, {"members": [["r", "h", 0, "a" * 32]]}, "field 'port' must be an integer in [1, 65535]"),
+        (FrameType.LEAVE, {"bye": True}, "LEAVE must have exactly the fields [], got ['bye']"),
+    ],
+)
+def test_schema_violations_in_traffic(frame_type: FrameType, body: dict[str, Any], message: str) -> None:
+    _, responder = established()
+    fails(responder, forge(frame_type, body, I2R), f"^{re.escape(message)}$")
+
+
+def test_a_hello_with_a_short_nonce() -> None:
+    body = {"cluster": "prod", "member": ALICE.to_wire(), "nonce": b"n" * 15, "protocol": 1}
+    fails(make(False), forge(FrameType.HELLO, body, KEY), r"^field 'nonce' must be 16 bytes$")
+
+
+def test_a_body_that_is_not_msgpack() -> None:
+    _, responder = established()
+    fails(responder, forge(FrameType.ACK, b"\xc1", I2R), r"^Ack body is not valid msgpack: ")
+
+
+# -- after an error, after a refusal ------------------------------------------------------
+
+
+def test_an_error_is_final() -> None:
+    initiator, responder = established()
+    fails(responder, b"garbage!!", "^bad frame magic")
+    with pytest.raises(RemoteProtocolError, match=r"^cannot receive: the connection already failed$"):
+        responder.receive_data(initiator.send(Heartbeat()))
+    with pytest.raises(LocalProtocolError, match=r"^cannot send HEARTBEAT in state ERROR$"):
+        responder.send(Heartbeat())
+    responder.close()
+    assert responder.state is S.ERROR
+    assert decode_frames(responder.refusal("bye")) == [(0, Refuse("bye"))]
+
+
+def test_an_error_drops_what_the_same_chunk_produced() -> None:
+    responder = make(False)
+    fails(responder, make(True).initiate() + b"garbage!!", "^bad frame magic")
+    assert responder.data_to_send() == b""
+
+
+def test_an_unexpected_failure_is_still_a_remote_protocol_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(frame_type: int, body: bytes) -> Message:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(connection_module, "decode_message", broken)
+    info = fails(make(False), make(True).initiate(), r"^unexpected error while reading a frame: KeyError\('boom'\)$")
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_the_refusal_frame() -> None:
+    refusal = make(False).refusal("no")
+    assert refusal == encode_frame(FrameType.REFUSE, msgpack.packb({"reason": "no"}), 0, bytes(32))
+
+
+def test_nothing_after_a_refusal_is_read() -> None:
+    initiator, responder = make(True), make(False)
+    initiator.initiate()
+    refusal = responder.refusal("x" * 300)  # long reasons are cut to the schema's 256 characters
+    assert initiator.receive_data(refusal + refusal) == [Refused("x" * 256)]
+    assert initiator.state is S.CLOSED
+    assert initiator.receive_data(b"anything at all") == []
