@@ -8,7 +8,13 @@ import hmac
 import pytest
 
 from replisession.errors import RemoteProtocolError
-from replisession.wire.auth import FrameOpener, FrameSealer, derive_cluster_key, derive_session_keys
+from replisession.wire.auth import (
+    FrameOpener,
+    FrameSealer,
+    derive_cluster_key,
+    derive_session_keys,
+    derive_welcome_key,
+)
 
 # Vectors checked against `openssl dgst -sha256 -hmac`, so another implementation can be tested against them.
 CLUSTER_KEY = bytes.fromhex("5d158b90036ff61419048ef21377aeb09a624cc3ae954cdc1c4ff02091248246")
@@ -42,6 +48,26 @@ def test_session_keys_depend_on_both_nonces_and_their_roles() -> None:
         derive_session_keys(derive_cluster_key(b"other"), NONCE_I, NONCE_R),
     ]
     every_key = [keys[0], keys[1], *(k for pair in others for k in pair)]
+    assert len(set(every_key)) == len(every_key)
+
+
+def test_welcome_key_vector() -> None:
+    assert derive_welcome_key(CLUSTER_KEY, NONCE_I) == bytes.fromhex(
+        "b680e24e4694c9abf8e27cfce48f3cfd5e868f0ee1cb5a601e03821cf1c48d73"
+    )
+
+
+def test_welcome_keys_depend_on_the_nonce_and_the_cluster_key_only() -> None:
+    key = derive_welcome_key(CLUSTER_KEY, NONCE_I)
+    assert derive_welcome_key(CLUSTER_KEY, NONCE_I) == key  # deterministic: both ends derive it
+    others = [
+        derive_welcome_key(CLUSTER_KEY, NONCE_R),
+        derive_welcome_key(CLUSTER_KEY, bytes(16)),
+        derive_welcome_key(derive_cluster_key(b"other"), NONCE_I),
+    ]
+    # Nor is it any key of the connection it opens, nor the cluster key itself.
+    session_keys = derive_session_keys(CLUSTER_KEY, NONCE_I, NONCE_R)
+    every_key = [key, *others, *session_keys, CLUSTER_KEY]
     assert len(set(every_key)) == len(every_key)
 
 

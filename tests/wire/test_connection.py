@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from replisession.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from replisession.wire import connection as connection_module
-from replisession.wire.auth import FrameSealer, derive_cluster_key, derive_session_keys
+from replisession.wire.auth import FrameSealer, derive_cluster_key, derive_session_keys, derive_welcome_key
 from replisession.wire.connection import ConnectionState, Established, Event, PeerConnection, Received, Refused
 from replisession.wire.frames import FLAG_COMPRESSED, HEADER_SIZE, FrameDecoder, compress, encode_frame, frame_header
 from replisession.wire.messages import (
@@ -38,7 +39,9 @@ BOB = MemberInfo("bob", "10.0.0.2", 4000, "b" * 32)
 NONCE_I = b"I" * 16
 NONCE_R = b"R" * 16
 I2R, R2I = derive_session_keys(KEY, NONCE_I, NONCE_R)
+WELCOME_KEY = derive_welcome_key(KEY, NONCE_I)
 MAX = 1024
+HEARTBEAT_BODY = encode_message(Heartbeat())[1]
 
 AUTH_FAILED = r"^frame authentication failed \(frame #{} of this direction\): forged, tampered or replayed$"
 WRONG_SECRET = r"^authentication failed: wrong cluster secret\?$"
@@ -57,10 +60,19 @@ def make(initiator: bool, **kwargs: Any) -> PeerConnection:
     return PeerConnection(initiator=initiator, **settings)
 
 
-def established(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+def confirming(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+    """The initiator has sent HELLO; the responder has queued its WELCOME and waits for key confirmation."""
     initiator, responder = make(True, **kwargs), make(False, **kwargs)
-    assert responder.receive_data(initiator.initiate()) == [Established(ALICE)]
+    assert responder.receive_data(initiator.initiate()) == []
+    assert responder.state is S.CONFIRMING
+    return initiator, responder
+
+
+def established(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+    """Both ends established. The key confirmation used seq 0 of I2R: the initiator's next frame is seq 1."""
+    initiator, responder = confirming(**kwargs)
     assert initiator.receive_data(responder.data_to_send()) == [Established(BOB)]
+    assert responder.receive_data(initiator.data_to_send()) == [Established(ALICE), Received(Heartbeat())]
     return initiator, responder
 
 
@@ -94,49 +106,71 @@ def test_handshake() -> None:
     hello = initiator.initiate()
     assert initiator.state is S.HELLO_SENT
     assert decode_frames(hello) == [(0, Hello("prod", ALICE, NONCE_I))]
-    assert responder.receive_data(hello) == [Established(ALICE)]
-    assert (responder.state, responder.peer) == (S.ESTABLISHED, ALICE)
+    assert responder.receive_data(hello) == []  # a HELLO proves nothing: anyone can replay one
+    assert responder.state is S.CONFIRMING
     welcome = responder.data_to_send()
     assert decode_frames(welcome) == [(0, Welcome("prod", BOB, NONCE_R))]
     assert responder.data_to_send() == b""
     assert initiator.receive_data(welcome) == [Established(BOB)]
     assert (initiator.state, initiator.peer) == (S.ESTABLISHED, BOB)
+    confirmation = initiator.data_to_send()
+    assert decode_frames(confirmation) == [(0, Heartbeat())]
     assert initiator.data_to_send() == b""
+    assert responder.receive_data(confirmation) == [Established(ALICE), Received(Heartbeat())]
+    assert (responder.state, responder.peer) == (S.ESTABLISHED, ALICE)
+    assert responder.data_to_send() == b""
 
 
 def test_handshake_one_byte_at_a_time() -> None:
     initiator, responder = make(True), make(False)
     events = [e for byte in initiator.initiate() for e in responder.receive_data(bytes([byte]))]
-    assert events == [Established(ALICE)]
+    assert events == []
     events = [e for byte in responder.data_to_send() for e in initiator.receive_data(bytes([byte]))]
     assert events == [Established(BOB)]
+    events = [e for byte in initiator.data_to_send() for e in responder.receive_data(bytes([byte]))]
+    assert events == [Established(ALICE), Received(Heartbeat())]
 
 
-def test_handshake_frames_are_sealed_with_the_cluster_key_at_seq_0() -> None:
+def test_the_hello_is_sealed_with_the_cluster_key_and_the_welcome_with_the_welcome_key() -> None:
     assert make(True).initiate() == forge(FrameType.HELLO, encode_message(Hello("prod", ALICE, NONCE_I))[1], KEY)
-    responder = make(False)
-    responder.receive_data(make(True).initiate())
-    assert responder.data_to_send() == forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], KEY)
+    _, responder = confirming()
+    welcome_body = encode_message(Welcome("prod", BOB, NONCE_R))[1]
+    assert responder.data_to_send() == forge(FrameType.WELCOME, welcome_body, WELCOME_KEY)
+
+
+def test_the_key_confirmation_is_an_empty_heartbeat_sealed_with_the_session_key() -> None:
+    initiator, responder = confirming()
+    initiator.receive_data(responder.data_to_send())
+    assert initiator.data_to_send() == forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, I2R)
 
 
 def test_traffic_is_sealed_with_the_per_direction_session_keys() -> None:
     initiator, responder = established()
-    body = encode_message(Heartbeat())[1]
-    assert initiator.send(Heartbeat()) == forge(FrameType.HEARTBEAT, body, I2R)
-    assert responder.send(Heartbeat()) == forge(FrameType.HEARTBEAT, body, R2I)
-    assert initiator.send(Heartbeat()) == forge(FrameType.HEARTBEAT, body, I2R, seq=1)
+    assert initiator.send(Heartbeat()) == forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, I2R, seq=1)
+    assert responder.send(Heartbeat()) == forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, R2I)
+    assert initiator.send(Heartbeat()) == forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, I2R, seq=2)
 
 
-def test_the_welcome_and_the_first_frames_can_arrive_in_one_chunk() -> None:
-    initiator, responder = make(True), make(False)
-    responder.receive_data(initiator.initiate())
-    chunk = responder.send(Heartbeat((BOB,)))  # the queued WELCOME comes first
-    assert responder.data_to_send() == b""
-    assert initiator.receive_data(chunk + responder.send(Leave())) == [
-        Established(BOB),
-        Received(Heartbeat((BOB,))),
+def test_the_confirmation_and_the_first_frames_can_arrive_in_one_chunk() -> None:
+    initiator, responder = confirming()
+    initiator.receive_data(responder.data_to_send())
+    chunk = initiator.send(Heartbeat((ALICE,)))  # the queued confirmation comes first
+    assert initiator.data_to_send() == b""
+    assert responder.receive_data(chunk + initiator.send(Leave())) == [
+        Established(ALICE),
+        Received(Heartbeat()),
+        Received(Heartbeat((ALICE,))),
         Received(Leave()),
     ]
+    assert responder.state is S.ESTABLISHED
+
+
+def test_any_traffic_frame_under_the_session_key_confirms() -> None:
+    _, responder = confirming()
+    data = Data(1, SendMode.ASYNC, "k", "v")
+    frame = forge(FrameType.DATA, encode_message(data)[1], I2R)
+    assert responder.receive_data(frame) == [Established(ALICE), Received(data)]
+    assert responder.state is S.ESTABLISHED
 
 
 def test_default_nonces_are_random() -> None:
@@ -233,6 +267,18 @@ def test_nothing_is_sent_before_the_handshake() -> None:
         make(False).send(Data(1, SendMode.ASYNC, "k", None))
 
 
+@pytest.mark.parametrize("message", [Heartbeat(), Leave(), Data(1, SendMode.ASYNC, "k", None), Ack(1)])
+def test_the_responder_cannot_send_before_the_key_confirmation(message: Message) -> None:
+    initiator, responder = confirming()
+    with pytest.raises(LocalProtocolError, match=f"^cannot send {message.frame_type.name} in state CONFIRMING$"):
+        responder.send(message)
+    # Nothing was consumed: the WELCOME is still queued, and the handshake completes.
+    assert responder.state is S.CONFIRMING
+    assert initiator.receive_data(responder.data_to_send()) == [Established(BOB)]
+    assert responder.receive_data(initiator.data_to_send()) == [Established(ALICE), Received(Heartbeat())]
+    assert initiator.receive_data(responder.send(message)) == [Received(message)]
+
+
 @pytest.mark.parametrize(
     "message",
     [Hello("prod", ALICE, NONCE_I), Welcome("prod", ALICE, NONCE_I), Refuse("no")],
@@ -264,6 +310,14 @@ def test_close() -> None:
     assert responder.receive_data(frame) == []
     with pytest.raises(LocalProtocolError, match=r"^cannot send LEAVE in state CLOSED$"):
         responder.send(Leave())
+
+
+def test_close_while_confirming() -> None:
+    initiator, responder = confirming()
+    initiator.receive_data(responder.data_to_send())
+    responder.close()
+    assert responder.state is S.CLOSED
+    assert responder.receive_data(initiator.data_to_send()) == []
 
 
 @pytest.mark.parametrize(
@@ -304,8 +358,19 @@ def test_wrong_secret() -> None:
 def test_a_welcome_with_the_wrong_secret() -> None:
     initiator = make(True)
     initiator.initiate()
-    welcome = forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], derive_cluster_key(b"guess"))
-    fails(initiator, welcome, WRONG_SECRET)
+    body = encode_message(Welcome("prod", BOB, NONCE_R))[1]
+    fails(
+        initiator,
+        forge(FrameType.WELCOME, body, derive_welcome_key(derive_cluster_key(b"guess"), NONCE_I)),
+        WRONG_SECRET,
+    )
+    assert initiator.data_to_send() == b""
+
+
+def test_a_welcome_sealed_with_the_cluster_key() -> None:
+    initiator = make(True)
+    initiator.initiate()
+    fails(initiator, forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], KEY), WRONG_SECRET)
 
 
 def test_wrong_cluster_name() -> None:
@@ -319,7 +384,7 @@ def test_wrong_cluster_name() -> None:
 def test_a_welcome_of_another_cluster() -> None:
     initiator = make(True)
     initiator.initiate()
-    welcome = forge(FrameType.WELCOME, encode_message(Welcome("staging", BOB, NONCE_R))[1], KEY)
+    welcome = forge(FrameType.WELCOME, encode_message(Welcome("staging", BOB, NONCE_R))[1], WELCOME_KEY)
     fails(initiator, welcome, r"^cluster name 'staging' is not ours \('prod'\)$")
 
 
@@ -333,7 +398,7 @@ def test_a_connection_to_ourselves() -> None:
     fails(responder, initiator.initiate(), r"^the peer alice@10\.0\.0\.1:4000/aaaaaaaa has our own incarnation")
     initiator, responder = make(True, local=BOB), make(False)
     initiator.initiate()
-    welcome = forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], KEY)
+    welcome = forge(FrameType.WELCOME, encode_message(Welcome("prod", BOB, NONCE_R))[1], WELCOME_KEY)
     fails(
         initiator,
         welcome,
@@ -345,14 +410,14 @@ def test_a_replayed_frame() -> None:
     initiator, responder = established()
     frame = initiator.send(Data(1, SendMode.ACK, "k", "v"))
     assert responder.receive_data(frame) == [Received(Data(1, SendMode.ACK, "k", "v"))]
-    fails(responder, frame, AUTH_FAILED.format(1))
+    fails(responder, frame, AUTH_FAILED.format(2))
 
 
 def test_a_frame_replayed_from_another_connection() -> None:
     initiator, _ = established()
     frame = initiator.send(Heartbeat())
     _, responder = established(nonce_factory=lambda: b"N" * 16)  # other nonces, other session keys
-    fails(responder, frame, AUTH_FAILED.format(0))
+    fails(responder, frame, AUTH_FAILED.format(1))  # the right seq, the wrong key
 
 
 def test_a_frame_reflected_to_its_sender() -> None:
@@ -369,13 +434,82 @@ def test_a_tampered_frame(position: int, bit: int) -> None:
     initiator, responder = established()
     frame = bytearray(initiator.send(Data(1, SendMode.ASYNC, "k", "value")))
     frame[position] ^= bit
-    fails(responder, bytes(frame), AUTH_FAILED.format(0))
+    fails(responder, bytes(frame), AUTH_FAILED.format(1))
 
 
 def test_a_tampered_hello() -> None:
     hello = bytearray(make(True).initiate())
     hello[HEADER_SIZE + 3] ^= 0x01
     fails(make(False), bytes(hello), WRONG_SECRET)
+
+
+# -- replays of a recorded handshake ----------------------------------------------------------
+
+
+def record_handshake() -> tuple[bytes, bytes, bytes]:
+    """The HELLO, WELCOME and key confirmation of one complete handshake, as an eavesdropper sees them."""
+    initiator, responder = make(True), make(False)
+    hello = initiator.initiate()
+    responder.receive_data(hello)
+    welcome = responder.data_to_send()
+    initiator.receive_data(welcome)
+    confirmation = initiator.data_to_send()
+    assert responder.receive_data(confirmation) == [Established(ALICE), Received(Heartbeat())]
+    return hello, welcome, confirmation
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        lambda confirmation: confirmation,
+        lambda _: forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, KEY),
+        lambda _: forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, WELCOME_KEY),
+    ],
+    ids=["the recorded confirmation", "sealed with the cluster key", "sealed with the welcome key"],
+)
+def test_a_replayed_hello_establishes_nothing(forged: Any) -> None:
+    hello, _, confirmation = record_handshake()
+    # The responder draws a fresh nonce, so the replayer does not know the new session keys.
+    responder = make(False, nonce_factory=lambda: b"V" * 16)
+    assert responder.receive_data(hello) == []
+    assert responder.state is S.CONFIRMING
+    assert responder.data_to_send() == forge(
+        FrameType.WELCOME, encode_message(Welcome("prod", BOB, b"V" * 16))[1], WELCOME_KEY
+    )
+    fails(responder, forged(confirmation), AUTH_FAILED.format(0))
+
+
+def test_a_replayed_hello_twice_on_one_connection() -> None:
+    hello, _, _ = record_handshake()
+    responder = make(False, nonce_factory=lambda: b"V" * 16)
+    fails(responder, hello + hello, r"^unexpected HELLO frame in state CONFIRMING$")
+
+
+def test_a_recorded_welcome_completes_no_later_handshake() -> None:
+    _, welcome, _ = record_handshake()
+    later = make(True, nonce_factory=lambda: b"L" * 16)  # a later HELLO has a fresh nonce
+    later.initiate()
+    fails(later, welcome, WRONG_SECRET)
+    assert (later.peer, later.data_to_send()) == (None, b"")
+    # The same bytes complete the handshake they answer: only the nonce made the difference.
+    same = make(True)
+    same.initiate()
+    assert same.receive_data(welcome) == [Established(BOB)]
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (forge(FrameType.LEAVE, {"bye": True}, I2R), r"^LEAVE must have exactly the fields \[\], got \['bye'\]$"),
+        (forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, I2R, seq=1), AUTH_FAILED.format(0)),
+        (forge(FrameType.HEARTBEAT, HEARTBEAT_BODY, R2I), AUTH_FAILED.format(0)),
+    ],
+    ids=["authentic but malformed", "the wrong seq", "the other direction's key"],
+)
+def test_a_bad_key_confirmation_establishes_nothing(frame: bytes, message: str) -> None:
+    _, responder = confirming()
+    fails(responder, frame, message)
+    assert responder.data_to_send() == b""
 
 
 def test_an_oversized_frame_is_refused_from_its_header() -> None:
@@ -387,10 +521,13 @@ def test_an_oversized_frame_is_refused_from_its_header() -> None:
     )
 
 
-@pytest.mark.parametrize("established_first", [True, False])
-def test_garbage(established_first: bool) -> None:
-    responder = established()[1] if established_first else make(False)
-    fails(responder, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", r"^bad frame magic b'GE': the peer does not speak")
+@pytest.mark.parametrize(
+    "responder",
+    [lambda: make(False), lambda: confirming()[1], lambda: established()[1]],
+    ids=["fresh", "confirming", "established"],
+)
+def test_garbage(responder: Callable[[], PeerConnection]) -> None:
+    fails(responder(), b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", r"^bad frame magic b'GE': the peer does not speak")
 
 
 def test_another_frame_version() -> None:
@@ -429,12 +566,18 @@ def test_a_frame_while_waiting_for_welcome(frame_type: FrameType) -> None:
 
 
 @pytest.mark.parametrize("frame_type", [FrameType.HELLO, FrameType.WELCOME, FrameType.REFUSE])
-def test_a_handshake_frame_after_establishment(frame_type: FrameType) -> None:
-    initiator, responder = make(True), make(False)
-    hello = initiator.initiate()
-    responder.receive_data(hello)
-    frame = hello if frame_type is FrameType.HELLO else forge(frame_type, {}, I2R)
-    fails(responder, frame, f"^unexpected {frame_type.name} frame in state ESTABLISHED$")
+@pytest.mark.parametrize("stage", ["CONFIRMING", "ESTABLISHED"])
+def test_a_handshake_frame_after_the_hello(stage: str, frame_type: FrameType) -> None:
+    responder = confirming()[1] if stage == "CONFIRMING" else established()[1]
+    frame = make(True).initiate() if frame_type is FrameType.HELLO else forge(frame_type, {}, I2R)
+    fails(responder, frame, f"^unexpected {frame_type.name} frame in state {stage}$")
+
+
+@pytest.mark.parametrize("frame_type", [FrameType.HELLO, FrameType.WELCOME, FrameType.REFUSE])
+def test_a_handshake_frame_after_the_welcome(frame_type: FrameType) -> None:
+    initiator, _ = established()
+    frame = make(False).refusal("late") if frame_type is FrameType.REFUSE else forge(frame_type, {}, R2I)
+    fails(initiator, frame, f"^unexpected {frame_type.name} frame in state ESTABLISHED$")
 
 
 def test_a_decompression_bomb() -> None:
@@ -443,7 +586,7 @@ def test_a_decompression_bomb() -> None:
     assert len(bomb) < MAX
     fails(
         responder,
-        forge(FrameType.DATA, bomb, I2R, flags=FLAG_COMPRESSED),
+        forge(FrameType.DATA, bomb, I2R, seq=1, flags=FLAG_COMPRESSED),
         f"^compressed body inflates past the limit of {MAX} bytes$",
     )
 
@@ -452,7 +595,7 @@ def test_authenticated_garbage_that_claims_to_be_compressed() -> None:
     _, responder = established()
     fails(
         responder,
-        forge(FrameType.DATA, b"not zlib", I2R, flags=FLAG_COMPRESSED),
+        forge(FrameType.DATA, b"not zlib", I2R, seq=1, flags=FLAG_COMPRESSED),
         "^compressed body is not a valid zlib stream",
     )
 
@@ -483,7 +626,7 @@ def test_authenticated_garbage_that_claims_to_be_compressed() -> None:
 )
 def test_schema_violations_in_traffic(frame_type: FrameType, body: dict[str, Any], message: str) -> None:
     _, responder = established()
-    fails(responder, forge(frame_type, body, I2R), f"^{re.escape(message)}$")
+    fails(responder, forge(frame_type, body, I2R, seq=1), f"^{re.escape(message)}$")
 
 
 def test_a_hello_with_a_short_nonce() -> None:
@@ -493,7 +636,7 @@ def test_a_hello_with_a_short_nonce() -> None:
 
 def test_a_body_that_is_not_msgpack() -> None:
     _, responder = established()
-    fails(responder, forge(FrameType.ACK, b"\xc1", I2R), r"^Ack body is not valid msgpack: ")
+    fails(responder, forge(FrameType.ACK, b"\xc1", I2R, seq=1), r"^Ack body is not valid msgpack: ")
 
 
 # -- after an error, after a refusal ------------------------------------------------------

@@ -6,9 +6,9 @@ and was bypassed by unencrypted frames (weak points 5 and 6). Here every frame b
 handshake REFUSE carries a MAC over its header and body, so nothing from a peer is
 decoded before it is authenticated (invariant 4).
 
-Keys: the cluster secret gives a cluster key; the handshake (HELLO, WELCOME) is
-authenticated with it, and then each direction of a connection gets its own key
-derived from the cluster key and both handshake nonces. A frame recorded on one
+Keys: the cluster secret gives a cluster key; HELLO is authenticated with it,
+WELCOME with a key bound to the HELLO's nonce, and then each direction of a
+connection gets its own key derived from the cluster key and both handshake nonces. A frame recorded on one
 connection is therefore worthless on any other, and a frame cannot be reflected back
 to its sender.
 
@@ -26,7 +26,7 @@ import struct
 
 from ..errors import RemoteProtocolError
 
-__all__ = ["FrameOpener", "FrameSealer", "derive_cluster_key", "derive_session_keys"]
+__all__ = ["FrameOpener", "FrameSealer", "derive_cluster_key", "derive_session_keys", "derive_welcome_key"]
 
 _CLUSTER_KEY_LABEL = b"replisession cluster key v1"
 _SEQ = struct.Struct(">Q")
@@ -46,6 +46,15 @@ def derive_cluster_key(secret: bytes | None) -> bytes:
     integrity; it then only keeps out peers that do not speak the protocol.
     """
     return hmac.new(secret or b"", _CLUSTER_KEY_LABEL, hashlib.sha256).digest()
+
+
+def derive_welcome_key(cluster_key: bytes, initiator_nonce: bytes) -> bytes:
+    """The key of the WELCOME that answers one HELLO.
+
+    Binding the WELCOME to the initiator's fresh nonce means a recorded WELCOME
+    cannot complete a later handshake (the cluster key alone would allow that).
+    """
+    return hmac.new(cluster_key, b"welcome" + initiator_nonce, hashlib.sha256).digest()
 
 
 def derive_session_keys(cluster_key: bytes, initiator_nonce: bytes, responder_nonce: bytes) -> tuple[bytes, bytes]:

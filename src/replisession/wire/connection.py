@@ -8,9 +8,16 @@ sends :meth:`refusal` if the handshake was not complete, and closes the socket.
 
 The handshake: the member that dialled (the initiator) sends HELLO(cluster, member,
 nonce); the other (the responder) checks it and answers WELCOME(cluster, member,
-nonce), or the net layer answers REFUSE(reason) and closes. HELLO and WELCOME are
-authenticated with the cluster key; everything after them with per-direction keys
-derived from the cluster key and both nonces (see ``auth.py``).
+nonce), or the net layer answers REFUSE(reason) and closes. HELLO is authenticated
+with the cluster key, WELCOME with a key bound to the HELLO's nonce (a recorded
+WELCOME completes no later handshake); everything after them with per-direction
+keys derived from the cluster key and both nonces (see ``auth.py``).
+
+Key confirmation: a recorded HELLO can be replayed by anyone, so the responder
+does not count the peer as established until the first frame sealed with the new
+session key arrives. The initiator sends one at once (an empty HEARTBEAT, queued
+in :meth:`data_to_send` with the WELCOME's processing), so the net layer must send
+:meth:`data_to_send` after every :meth:`receive_data`, on both sides.
 
 States and transitions are tables; a (state, frame type) pair that is not in them is
 a protocol error, never a silent no-op.
@@ -24,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
-from .auth import FrameOpener, FrameSealer, derive_session_keys
+from .auth import FrameOpener, FrameSealer, derive_session_keys, derive_welcome_key
 from .frames import (
     DEFAULT_MAX_FRAME_SIZE,
     FLAG_COMPRESSED,
@@ -39,6 +46,7 @@ from .frames import (
 from .messages import (
     PROTOCOL_VERSION,
     FrameType,
+    Heartbeat,
     Hello,
     MemberInfo,
     Message,
@@ -58,6 +66,7 @@ class ConnectionState(enum.Enum):
     IDLE = "IDLE"  # initiator, before initiate()
     HELLO_SENT = "HELLO_SENT"  # initiator, waiting for WELCOME or REFUSE
     AWAITING_HELLO = "AWAITING_HELLO"  # responder, waiting for HELLO
+    CONFIRMING = "CONFIRMING"  # responder, WELCOME sent, waiting for proof the initiator holds the session key
     ESTABLISHED = "ESTABLISHED"
     CLOSED = "CLOSED"  # refused, or closed by us; received bytes are discarded
     ERROR = "ERROR"  # the peer broke the protocol; terminal
@@ -79,7 +88,8 @@ _SEND: dict[tuple[ConnectionState, FrameType], ConnectionState] = {
 _RECEIVE: dict[tuple[ConnectionState, FrameType], ConnectionState] = {
     (_S.HELLO_SENT, _F.WELCOME): _S.ESTABLISHED,
     (_S.HELLO_SENT, _F.REFUSE): _S.CLOSED,
-    (_S.AWAITING_HELLO, _F.HELLO): _S.ESTABLISHED,
+    (_S.AWAITING_HELLO, _F.HELLO): _S.CONFIRMING,
+    **{(_S.CONFIRMING, frame_type): _S.ESTABLISHED for frame_type in _TRAFFIC},
     **{(_S.ESTABLISHED, frame_type): _S.ESTABLISHED for frame_type in _TRAFFIC},
 }
 
@@ -161,15 +171,17 @@ class PeerConnection:
 
     @property
     def peer(self) -> MemberInfo | None:
-        """The member at the other end, once the handshake succeeded."""
-        return self._peer
+        """The member at the other end, once the handshake succeeded (and was confirmed)."""
+        return self._peer if self._state is _S.ESTABLISHED else None
 
     # -- sending ---------------------------------------------------------------------
 
     def initiate(self) -> bytes:
         """The HELLO frame; initiator only, once."""
         self._state = self._next_send(_F.HELLO)
-        return self._seal(_F.HELLO, encode_message(self._introduction)[1], 0)
+        hello = self._seal(_F.HELLO, encode_message(self._introduction)[1], 0)
+        self._opener = FrameOpener(derive_welcome_key(self._cluster_key, self._nonce))
+        return hello
 
     def send(self, message: Message) -> bytes:
         """The frame bytes of ``message`` (HEARTBEAT, LEAVE, DATA or ACK), once established.
@@ -195,7 +207,8 @@ class PeerConnection:
         return self.data_to_send() + frame
 
     def data_to_send(self) -> bytes:
-        """Bytes that receiving produced (the responder's WELCOME), cleared as they are returned."""
+        """Bytes that receiving produced (the responder's WELCOME, the initiator's key
+        confirmation), cleared as they are returned."""
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data
@@ -231,9 +244,8 @@ class PeerConnection:
         events: list[Event] = []
         try:
             for frame in self._decoder.feed(data):
-                event = self._receive_frame(frame)
-                events.append(event)
-                if isinstance(event, Refused):  # the connection is over; ignore what follows
+                events.extend(self._receive_frame(frame))
+                if events and isinstance(events[-1], Refused):  # the connection is over; ignore what follows
                     break
         except RemoteProtocolError:
             self._fail()
@@ -243,7 +255,7 @@ class PeerConnection:
             raise RemoteProtocolError(f"unexpected error while reading a frame: {exc!r}") from exc
         return events
 
-    def _receive_frame(self, frame: RawFrame) -> Event:
+    def _receive_frame(self, frame: RawFrame) -> list[Event]:
         try:
             frame_type = FrameType(frame.frame_type)
         except ValueError:
@@ -259,16 +271,20 @@ class PeerConnection:
         # can make us decompress anything.
         body = decompress(frame.body, self._max_frame_size) if frame.flags & FLAG_COMPRESSED else frame.body
         message = decode_message(frame_type, body)
+        events: list[Event] = []
         if isinstance(message, Hello):
-            event: Event = self._on_hello(message)
+            self._on_hello(message)
         elif isinstance(message, Welcome):
-            event = self._on_welcome(message)
+            events.append(self._on_welcome(message))
         elif isinstance(message, Refuse):
-            event = Refused(message.reason)
+            events.append(Refused(message.reason))
         else:
-            event = Received(message)
+            if self._state is _S.CONFIRMING:
+                assert self._peer is not None
+                events.append(Established(self._peer))  # the initiator proved it holds the session key
+            events.append(Received(message))
         self._state = next_state
-        return event
+        return events
 
     def _authenticate(self, frame: RawFrame, frame_type: FrameType) -> None:
         try:
@@ -278,20 +294,24 @@ class PeerConnection:
                 raise RemoteProtocolError("authentication failed: wrong cluster secret?") from exc
             raise
 
-    def _on_hello(self, hello: Hello) -> Established:
+    def _on_hello(self, hello: Hello) -> None:
         # The name is checked after the MAC, so only a holder of the secret learns ours.
         self._check_peer(hello.cluster, hello.member)
         if hello.protocol != PROTOCOL_VERSION:
             raise RemoteProtocolError(
                 f"protocol version {hello.protocol} is not supported (we speak {PROTOCOL_VERSION})"
             )
-        self._outgoing += self._seal(_F.WELCOME, encode_message(self._introduction)[1], 0)
+        body = encode_message(self._introduction)[1]
+        welcome_key = derive_welcome_key(self._cluster_key, hello.nonce)
+        mac = FrameSealer(welcome_key).seal(frame_header(_F.WELCOME, 0, len(body)), body)
+        self._outgoing += encode_frame(_F.WELCOME, body, 0, mac)
         self._establish(hello.member, initiator_nonce=hello.nonce, responder_nonce=self._nonce)
-        return Established(hello.member)
 
     def _on_welcome(self, welcome: Welcome) -> Established:
         self._check_peer(welcome.cluster, welcome.member)
         self._establish(welcome.member, initiator_nonce=self._nonce, responder_nonce=welcome.nonce)
+        # Key confirmation for the responder: the first frame under the session key.
+        self._outgoing += self._seal(_F.HEARTBEAT, encode_message(Heartbeat())[1], 0)
         return Established(welcome.member)
 
     def _check_peer(self, cluster: str, member: MemberInfo) -> None:
@@ -304,7 +324,7 @@ class PeerConnection:
     def _establish(self, peer: MemberInfo, *, initiator_nonce: bytes, responder_nonce: bytes) -> None:
         i2r, r2i = derive_session_keys(self._cluster_key, initiator_nonce, responder_nonce)
         ours, theirs = (i2r, r2i) if self._initiator else (r2i, i2r)
-        self._sealer = FrameSealer(ours)  # fresh counters: the handshake used seq 0 of the cluster key
+        self._sealer = FrameSealer(ours)  # fresh counters for the session keys
         self._opener = FrameOpener(theirs)
         self._peer = peer
 
