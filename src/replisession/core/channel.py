@@ -9,6 +9,7 @@ reported in the outcome, per member: never only logged (Tomcat's weak point 13).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -76,6 +77,8 @@ class Channel:
         Returns the request id, the DATA to send to each target, and the outcome
         right away when nothing is waited for (``async``, or no targets).
         """
+        if not 0 < timeout < math.inf:  # NaN too: a deadline that never passes would wait forever
+            raise ValueError(f"a send timeout must be a positive number of seconds, not {timeout!r}")
         request_id = self._next_id
         self._next_id += 1
         data = Data(request_id, mode, kind, payload)

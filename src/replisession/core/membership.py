@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
+_MAX_DEPARTED = 4096
 
 
 class MemberState(enum.Enum):
@@ -158,11 +159,18 @@ class Membership:
         self.refused_backoff = refused_backoff
         self._peers: dict[str, _Peer] = {}
         self._dials: dict[Address, _Dial] = {}
+        # Incarnations that left or restarted are gone for good: stale gossip about
+        # them must not bring them back. Bounded: the oldest are forgotten first.
+        self._departed: dict[str, None] = {}
         self._timers = _Timers(seeds=tuple(a for a in seeds if a != local.address))
         for address in self._timers.seeds:
             self._dials[address] = _Dial()
 
     # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def seeds(self) -> tuple[Address, ...]:
+        return self._timers.seeds
 
     def members(self) -> list[MemberInfo]:
         """Every other member that is in the cluster now (alive or suspect), oldest first."""
@@ -202,16 +210,18 @@ class Membership:
 
     def connected(self, peer: MemberInfo, now: float) -> list[Effect]:
         """A connection to ``peer`` completed the authenticated handshake."""
-        if self._timers.left or peer.id == self.local.id:
+        if peer.id == self.local.id:
             return []
+        if self._timers.left or peer.id in self._departed:
+            return [Disconnect(peer)]
         effects: list[Effect] = []
         dial = self._dials.get(peer.address)
         if dial is not None:
             dial.pending = False
             dial.backoff = 0.0
             dial.refused = False
-        # Another incarnation at the same address, or with the same route at the same
-        # host, is a process that restarted: its old self is gone for good.
+        # Another incarnation at the same address is a process that restarted: its
+        # old self is gone for good.
         for old in list(self._peers.values()):
             if old.info.id != peer.id and old.info.address == peer.address:
                 effects.extend(self._remove(old, "restarted"))
@@ -270,11 +280,13 @@ class Membership:
 
     def discovered(self, member: MemberInfo, now: float) -> list[Effect]:
         """A member announced itself (multicast beacon): dial it if it is new."""
+        if self._timers.left:
+            return []
         return self._gossip((member,), now)
 
     def probe_result(self, member_id: str, alive: bool, now: float) -> list[Effect]:
         peer = self._peers.get(member_id)
-        if peer is None:
+        if peer is None or self._timers.left:
             return []
         peer.probing = False
         if not alive:
@@ -285,6 +297,8 @@ class Membership:
 
     def leave(self) -> list[Effect]:
         """Shut down gracefully: tell every member, then stop taking part."""
+        if self._timers.left:
+            return []
         effects: list[Effect] = [SendTo(peer.info, Leave()) for peer in self._peers.values() if peer.connected]
         self._timers.left = True
         return effects
@@ -319,7 +333,12 @@ class Membership:
     def _gossip(self, members: Sequence[MemberInfo], now: float) -> list[Effect]:
         effects: list[Effect] = []
         for member in members:
-            if member.id == self.local.id or member.id in self._peers:
+            if (
+                member.id == self.local.id
+                or member.address == self.local.address  # our own previous incarnation
+                or member.id in self._peers
+                or member.id in self._departed
+            ):
                 continue
             dial = self._dials.setdefault(member.address, _Dial())
             if not dial.pending and not dial.refused and now >= dial.next_at:
@@ -329,6 +348,11 @@ class Membership:
 
     def _remove(self, peer: _Peer, reason: str) -> list[Effect]:
         del self._peers[peer.info.id]
+        if reason in ("left", "restarted"):
+            # Gone for good. A crashed or unresponsive one may be a partition that heals.
+            self._departed[peer.info.id] = None
+            if len(self._departed) > _MAX_DEPARTED:
+                del self._departed[next(iter(self._departed))]
         effects: list[Effect] = [MemberLeft(peer.info, reason)]
         if peer.connected:
             effects.append(Disconnect(peer.info))
