@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import flask
+from flask.sessions import SecureCookieSession, SessionInterface
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
@@ -33,6 +34,7 @@ __all__ = [
     "asgi_replisession",
     "asgi_starlette",
     "flask_cookie",
+    "flask_plain",
     "flask_replisession",
 ]
 
@@ -84,6 +86,23 @@ def _flask() -> flask.Flask:
     app = flask.Flask("replisession_benchmark")
     app.secret_key = SECRET_KEY
     app.add_url_rule("/hit", "hit", _flask_hit)
+    return app
+
+
+class _NoSessionInterface(SessionInterface):
+    """Hands every request an empty session and saves nothing: Flask's cost without sessions."""
+
+    def open_session(self, app: flask.Flask, request: Any) -> SecureCookieSession:
+        return SecureCookieSession()
+
+    def save_session(self, app: flask.Flask, session: Any, response: Any) -> None:
+        return None
+
+
+def flask_plain() -> flask.Flask:
+    """Flask with a session that is neither loaded nor saved (the in-process benchmark's baseline)."""
+    app = _flask()
+    app.session_interface = _NoSessionInterface()
     return app
 
 

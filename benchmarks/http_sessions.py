@@ -188,6 +188,9 @@ def serve(variant: Variant, port: int) -> Iterator[None]:
             try:
                 wait_for_port(process, port, log)
                 yield
+            except Exception as exc:
+                exc.add_note(f"{variant.server} log:\n{log.read_text(errors='replace')}")
+                raise
             finally:
                 stop(process)
 
@@ -237,7 +240,14 @@ def environment(wrk: str) -> dict[str, Any]:
             return None
 
     wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+    git = ["git", "-C", str(BENCH_DIR)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    src_changes = subprocess.run(
+        [*git, "status", "--porcelain", "--", "../src"], capture_output=True, text=True, check=False
+    )
     return {
+        "commit": commit.stdout.strip() or None,
+        "src_uncommitted_changes": bool(src_changes.stdout.strip()),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -375,4 +385,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every server started was stopped; no results written", file=sys.stderr)
+        sys.exit(130)
