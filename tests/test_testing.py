@@ -280,8 +280,14 @@ def test_same_seed_same_history_different_seed_different_history() -> None:
             ("MemberLeft", "node2", "crashed"),
             ("MemberSuspected", "node3", ""),
             ("MemberLeft", "node3", "unresponsive"),
-            ("MemberLeft", "node4", "left"),
         }
+        # node4 stopped gracefully; with 20% of messages dropped its LEAVE may be lost,
+        # and then failure detection removes it instead.
+        assert {reason for _, _, kind, about, reason in log if kind == "MemberLeft" and about == "node4"} <= {
+            "left",
+            "crashed",
+        }
+        assert any(kind == "MemberLeft" and about == "node4" for _, _, kind, about, _ in log)
     assert [when for when, *_ in first] != [when for when, *_ in other]
 
 

@@ -222,10 +222,7 @@ class SimCluster:
         member.crashed = True
         for other in self.members:
             if other is not member and self.network.unlink(member, other) and other.running:
-                self.network.schedule(
-                    self.network.delay(),
-                    lambda o=other: self._apply(o, o.membership.disconnected(member.info.id, self.clock())),
-                )
+                self._notify_disconnect(other, member)
 
     def hang(self, member: SimMember) -> None:
         """SIGSTOP: silent, but its kernel still accepts connections (probes succeed)."""
@@ -424,7 +421,16 @@ class SimCluster:
     def _disconnect(self, member: SimMember, peer: MemberInfo) -> None:
         target = self._target(peer)
         if target is not None and self.network.unlink(member, target) and target.running:
-            self.network.schedule(
-                self.network.delay(),
-                lambda: self._apply(target, target.membership.disconnected(member.info.id, self.clock())),
-            )
+            self._notify_disconnect(target, member)
+
+    def _notify_disconnect(self, member: SimMember, gone: SimMember) -> None:
+        """``member`` learns its connection to ``gone`` closed, if the news can reach it
+        (across a partition a closed socket is noticed only by failure detection)."""
+        if not self.network.reachable(member, gone):
+            return
+
+        def notify() -> None:
+            if member.running:
+                self._apply(member, member.membership.disconnected(gone.info.id, self.clock()))
+
+        self.network.schedule(self.network.delay(), notify)

@@ -347,9 +347,9 @@ def test_key_rotation_accepts_cookies_signed_with_an_older_key() -> None:
 
 def test_rotated_keys_through_the_middleware() -> None:
     middleware, client = make(secret_key=["new", "old"])
-    session = middleware.store.new_session(0.0)
+    session = middleware.node.new_session()
     session["a"] = 1
-    middleware.store.release(session, 0.0)
+    middleware.node.release(session)
     old_cookie = SessionCookieCodec(["old"], "node1").encode(session.id or "")
     response = get(client, "/", old_cookie)
     assert response.json() == {"a": 1}

@@ -47,6 +47,7 @@ __all__ = [
 
 Address = tuple[str, int]
 _MAX_DEPARTED = 4096
+_DIAL_PATIENCE = 15.0  # seconds a dial may go unanswered (the transport gives up well before)
 
 
 class MemberState(enum.Enum):
@@ -124,6 +125,7 @@ class _Dial:
     next_at: float = 0.0
     backoff: float = 0.0
     pending: bool = False
+    pending_since: float = 0.0
     refused: bool = False
 
 
@@ -203,8 +205,13 @@ class Membership:
         for peer in list(self._peers.values()):
             effects.extend(self._check(peer, now))
         for address, dial in self._dials.items():
+            if dial.pending and now - dial.pending_since >= _DIAL_PATIENCE:
+                # No answer at all: the dial reached a member we know under another
+                # address, or lost the transport's de-duplication. Free it for a retry.
+                dial.pending = False
             if not dial.pending and now >= dial.next_at and not self._connected_to(address):
                 dial.pending = True
+                dial.pending_since = now
                 effects.append(Connect(address))
         return effects
 
@@ -343,6 +350,7 @@ class Membership:
             dial = self._dials.setdefault(member.address, _Dial())
             if not dial.pending and not dial.refused and now >= dial.next_at:
                 dial.pending = True
+                dial.pending_since = now
                 effects.append(Connect(member.address))
         return effects
 

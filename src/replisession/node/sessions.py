@@ -1,26 +1,30 @@
-"""The node: wires this member's session store to a clock, a lock and a timer.
+"""The node: this process's session store, its expiry timer and its cluster member.
 
-A process is a cluster of one until the peer channel arrives; the node already
-owns what a member owns: the store, the single timer that sweeps expired
-sessions, and the lock that makes store operations safe for threaded WSGI
-servers. It runs its timer on its own daemon thread, so it works the same under
-ASGI servers (with or without a lifespan), threaded WSGI servers and tests.
+It owns the store, the timer that sweeps expired sessions, the lock that makes
+store operations safe for threaded WSGI servers, and, when the cluster
+configuration enables it (seeds or multicast), the :class:`ClusterMember`. The
+timer runs on a daemon thread and the member on its own event-loop thread, so
+both work the same under ASGI servers (with or without a lifespan), threaded
+WSGI servers and tests.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .config import SessionConfig
-from .core.delta import SessionDelta
-from .core.listeners import SessionListener
-from .core.serializer import SessionSerializer
-from .core.session import Session
-from .core.store import SessionStore
+from ..cluster_config import ClusterConfig
+from ..config import SessionConfig
+from ..core.delta import SessionDelta
+from ..core.listeners import SessionListener
+from ..core.serializer import SessionSerializer
+from ..core.session import Session
+from ..core.store import SessionStore
+from .member import ClusterListener, ClusterMember
 
 __all__ = ["Node"]
 
@@ -40,8 +44,14 @@ class Node:
         serializer: SessionSerializer | None = None,
         session_class: type[Session] = Session,
         clock: Clock = time.monotonic,
+        cluster: ClusterConfig | None = None,
+        cluster_listeners: Iterable[ClusterListener] = (),
     ) -> None:
         self.config = config
+        self.cluster = cluster
+        self.member: ClusterMember | None = None
+        if cluster is not None and cluster.enabled:
+            self.member = ClusterMember(cluster, listeners=cluster_listeners)
         self.clock = clock
         # Re-entrant: a listener called under the lock may use the store again.
         self.store = SessionStore(
@@ -60,18 +70,28 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the expiry timer (idempotent; the adapters call it on first use)."""
+        """Start the expiry timer and join the cluster (idempotent; the adapters call it on first use).
+
+        Binding the peer channel can fail (no free port in the range): that error
+        surfaces here, at start, rather than later.
+        """
         if self.running:
             return
         with self._start_lock:
             if self.running:
                 return
+            if self.member is not None:
+                self.member.start()
+                atexit.register(self.stop)  # leave gracefully even without a lifespan
             self._stopping = threading.Event()
             self._timer = threading.Thread(target=self._run_timer, name="replisession-timer", daemon=True)
             self._pid = os.getpid()
             self._timer.start()
 
     def stop(self) -> None:
+        """Leave the cluster gracefully and stop the timer."""
+        if self.member is not None:
+            self.member.stop()
         if not self.running:
             self._timer = None
             return

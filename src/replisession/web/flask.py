@@ -24,12 +24,13 @@ import flask
 from flask.sessions import SessionInterface, SessionMixin
 from markupsafe import Markup
 
+from ..cluster_config import ClusterConfig
 from ..config import DEFAULT_STATIC_FILTER, UNSET, SessionConfig
 from ..core.listeners import SessionListener
 from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..errors import TooManySessionsError
-from ..node import Node
+from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec
 from .front import CookieAction, RequestSession, SessionFront
 
@@ -65,6 +66,7 @@ class ReplicatedSessionInterface(SessionInterface):
         self.session_class: type[FlaskSession] = node.store.session_class  # type: ignore[assignment]
         self.front = SessionFront(node, None)
         self._codecs: dict[tuple[Any, ...], SessionCookieCodec] = {}
+        self._static_prefix: str | None = None  # this interface's app's, found on first use
 
     def close(self) -> None:
         """Stop this member's timer (tests, and servers that shut apps down)."""
@@ -94,7 +96,9 @@ class ReplicatedSessionInterface(SessionInterface):
     def open_session(self, app: flask.Flask, request: Request) -> SessionMixin | None:
         if not app.secret_key:
             return None
-        if _is_flask_static(app, request.path):
+        if self._static_prefix is None:
+            self._static_prefix = _flask_static_prefix(app)
+        if self._static_prefix and request.path.startswith(self._static_prefix):
             return self.front.static_session()  # type: ignore[return-value]
         lifetime = app.permanent_session_lifetime.total_seconds()
         if self.session_class.permanent_lifetime != lifetime:
@@ -170,6 +174,8 @@ class ReplicatedSession:
         serializer: SessionSerializer | None = None,
         sweep_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        cluster: ClusterConfig | None = None,
+        cluster_listeners: Iterable[ClusterListener] = (),
     ) -> None:
         self._config = SessionConfig.build(
             secret_key=(),
@@ -181,6 +187,9 @@ class ReplicatedSession:
             static_filter=static_filter,
             sweep_interval=sweep_interval,
         )
+        # No cluster configuration given: the environment decides, as <distributable/> does.
+        self._cluster = cluster if cluster is not None else ClusterConfig.from_env(route=self._config.route)
+        self._cluster_listeners = list(cluster_listeners)
         self._listeners = list(listeners)
         self._serializer = serializer
         self._clock = clock
@@ -197,6 +206,8 @@ class ReplicatedSession:
             serializer=serializer,
             session_class=session_class,
             clock=self._clock,
+            cluster=self._cluster,
+            cluster_listeners=self._cluster_listeners,
         )
         interface = ReplicatedSessionInterface(node)
         app.session_interface = interface
@@ -207,10 +218,11 @@ class ReplicatedSession:
         return interface
 
 
-def _is_flask_static(app: flask.Flask, path: str) -> bool:
-    """True for a URL of the app's own static route, whatever the file's extension."""
+def _flask_static_prefix(app: flask.Flask) -> str:
+    """The URL prefix of the app's own static route ("" for none): its files never touch
+    sessions, whatever their extension. Worked out once: it costs a path join."""
     prefix = app.static_url_path
-    return bool(app.has_static_folder and prefix and path.startswith(f"{prefix}/"))
+    return f"{prefix}/" if app.has_static_folder and prefix else ""
 
 
 _503_BODY = "503 Service Unavailable: the server holds too many sessions; try again later.\n"

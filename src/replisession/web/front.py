@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..cluster_config import ClusterConfig
 from ..config import DEFAULT_STATIC_FILTER, UNSET, CookieSettings, SameSite, SessionConfig
 from ..core.listeners import SessionListener
 from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..core.store import SessionStore
-from ..node import Node
+from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec, render_delete, render_set
 from .valve import ReplicationValve
 
@@ -127,7 +128,9 @@ class SessionAdapter:
     """What the ASGI and WSGI middleware share: their arguments and the cookie headers.
 
     The positional and keyword arguments are Starlette's ``SessionMiddleware``'s,
-    with the same meanings; the keyword-only ones are replisession's own.
+    with the same meanings; the keyword-only ones are replisession's own. Without
+    ``cluster=``, the ``REPLISESSION_*`` environment variables decide whether (and
+    how) this process joins a cluster.
     """
 
     session_class: type[Session] = Session
@@ -154,6 +157,8 @@ class SessionAdapter:
         serializer: SessionSerializer | None = None,
         sweep_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        cluster: ClusterConfig | None = None,
+        cluster_listeners: Iterable[ClusterListener] = (),
     ) -> None:
         self.app = app
         self.cookie = CookieSettings(
@@ -177,7 +182,14 @@ class SessionAdapter:
             sweep_interval=sweep_interval,
         )
         self.node = Node(
-            config, listeners=listeners, serializer=serializer, session_class=self.session_class, clock=clock
+            config,
+            listeners=listeners,
+            serializer=serializer,
+            session_class=self.session_class,
+            clock=clock,
+            # No cluster configuration given: the environment decides, as <distributable/> does.
+            cluster=cluster if cluster is not None else ClusterConfig.from_env(route=config.route),
+            cluster_listeners=cluster_listeners,
         )
         self.front = SessionFront(self.node, SessionCookieCodec(config.secret_keys, config.route))
         self._delete_header = render_delete(self.cookie)

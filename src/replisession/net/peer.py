@@ -1,0 +1,183 @@
+"""One peer connection: a thin :class:`asyncio.Protocol` around a sans-IO PeerConnection.
+
+It moves bytes between the socket and the wire layer's state machine, in the
+order the wire layer requires (what receiving produced goes out before anything
+else), and hands the events to its owner, the transport, which decides what they
+mean for the member. It keeps one timer: the handshake deadline, or the grace
+period of a connection that is closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from ..errors import RemoteProtocolError
+from ..wire.connection import Established, PeerConnection, Received, Refused
+from ..wire.messages import MemberInfo, Message
+from .flow import WriteFlowControl
+
+__all__ = ["ConnectionOwner", "PeerProtocol", "endpoint", "resolve"]
+
+Address = tuple[str, int]
+
+
+class ConnectionOwner(Protocol):
+    """What a connection reports to (the transport)."""
+
+    def connection_made(self, protocol: PeerProtocol) -> bool: ...
+
+    def established(self, protocol: PeerProtocol, peer: MemberInfo) -> None: ...
+
+    def received(self, protocol: PeerProtocol, message: Message) -> None: ...
+
+    def refused(self, protocol: PeerProtocol, reason: str) -> None: ...
+
+    def protocol_error(self, protocol: PeerProtocol, exc: RemoteProtocolError) -> None: ...
+
+    def expired(self, protocol: PeerProtocol) -> None: ...
+
+    def connection_lost(self, protocol: PeerProtocol, exc: Exception | None) -> None: ...
+
+
+class PeerProtocol(asyncio.Protocol):
+    """One connection: moves bytes between the socket and its PeerConnection."""
+
+    def __init__(
+        self,
+        owner: ConnectionOwner,
+        connection: PeerConnection,
+        dialled: Address | None,
+        *,
+        handshake_timeout: float,
+        send_queue_bytes: int,
+        send_timeout: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.owner = owner
+        self._handshake_timeout = handshake_timeout
+        self._send_queue_bytes = send_queue_bytes
+        self._send_timeout = send_timeout
+        self.connection = connection
+        self.dialled = dialled  # the address we dialled, or None for a connection we accepted
+        self.flow = WriteFlowControl()
+        self.transport: asyncio.Transport | None = None
+        self.peer: MemberInfo | None = None  # once the handshake completed
+        self.local_end: Address | None = None
+        self.remote_end: Address | None = None
+        self.closing = False
+        self.concluded: asyncio.Future[None] = loop.create_future()  # the handshake ended, either way
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def initiator(self) -> bool:
+        return self.dialled is not None
+
+    @property
+    def remote(self) -> str:
+        """The other end, for log lines."""
+        host, port = self.dialled or self.remote_end or ("?", 0)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.local_end = endpoint(transport.get_extra_info("sockname"))
+        self.remote_end = endpoint(transport.get_extra_info("peername"))
+        self.transport.set_write_buffer_limits(high=self._send_queue_bytes)
+        self._timer = asyncio.get_running_loop().call_later(self._handshake_timeout, self.owner.expired, self)
+        if self.owner.connection_made(self) and self.initiator:
+            self.transport.write(self.connection.initiate())
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            events = self.connection.receive_data(data)
+        except RemoteProtocolError as exc:
+            self.owner.protocol_error(self, exc)
+            return
+        outgoing = self.connection.data_to_send()  # the responder's WELCOME
+        if outgoing and self.transport is not None:
+            self.transport.write(outgoing)
+        for event in events:
+            if self.closing:
+                break
+            if isinstance(event, Received):
+                self.owner.received(self, event.message)
+            elif isinstance(event, Established):
+                self.owner.established(self, event.peer)
+            elif isinstance(event, Refused):
+                self.owner.refused(self, event.reason)
+
+    def eof_received(self) -> bool | None:
+        return None  # the peer is done sending: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.cancel_timer()
+        self.connection.close()
+        self.flow.release()
+        self.owner.connection_lost(self, exc)
+        resolve(self.concluded)
+        resolve(self.lost)
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # -- helpers for the transport -----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def close(self, *, abort: bool = False) -> None:
+        """Close the socket; buffered bytes are flushed unless ``abort`` (or after a grace period)."""
+        if self.transport is None:
+            return
+        if abort:
+            self.closing = True
+            self.cancel_timer()
+            self.transport.abort()
+            return
+        if self.closing:
+            return
+        self.closing = True
+        self.connection.close()
+        self.cancel_timer()
+        # close() waits for the write buffer to drain; a peer that stopped reading
+        # would keep the socket open for ever.
+        self._timer = asyncio.get_running_loop().call_later(self._send_timeout, self.close_now)
+        self.transport.close()
+
+    def close_now(self) -> None:
+        if self.transport is not None and not self.lost.done():
+            self.transport.abort()
+
+    def set_timer(self, delay: float, callback: Callable[[], object]) -> None:
+        self.cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def endpoint(info: Any) -> Address | None:
+    """A socket address as (host, port); an IPv4-mapped IPv6 host as plain IPv4."""
+    if not isinstance(info, tuple) or len(info) < 2:
+        return None
+    host = str(info[0])
+    return (host.removeprefix("::ffff:"), int(info[1]))
+
+
+def resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

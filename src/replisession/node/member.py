@@ -1,0 +1,341 @@
+"""A cluster member: the membership and channel state machines wired to the network.
+
+Everything here runs on the member's own event-loop thread (:class:`LoopThread`).
+Other threads call :meth:`ClusterMember.send` (thread-safe; returns a
+``concurrent.futures.Future``) and register handlers; handlers and listeners are
+called on the member thread. This module holds no protocol logic: it moves
+effects from ``core`` to ``net`` and events from ``net`` to ``core``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..cluster_config import ClusterConfig
+from ..core.channel import Channel, SendOutcome
+from ..core.membership import (
+    Connect,
+    Disconnect,
+    Effect,
+    MemberJoined,
+    MemberLeft,
+    Membership,
+    MemberSuspected,
+    Probe,
+    SendTo,
+)
+from ..core.messages import Ack, Data, Leave, MemberInfo, Message, SendMode
+from ..errors import TransportError
+from ..net.multicast import MulticastDiscovery
+from ..net.probe import probe
+from ..net.tcp import TcpTransport
+from ..wire.auth import derive_cluster_key
+from .loop import LoopThread
+
+__all__ = ["ClusterListener", "ClusterMember", "Handler"]
+
+log = logging.getLogger("replisession.cluster")
+
+#: ``handler(sender, payload)`` for DATA of one kind; raising makes a sync send FAILED for that member.
+Handler = Callable[[MemberInfo, Any], None]
+
+
+class ClusterListener:
+    """Membership events. Every method is a no-op until overridden; called on the member thread."""
+
+    def member_joined(self, member: MemberInfo) -> None:
+        """A member completed the authenticated handshake and joined."""
+
+    def member_suspected(self, member: MemberInfo) -> None:
+        """A member went silent; it is being verified."""
+
+    def member_left(self, member: MemberInfo, reason: str) -> None:
+        """A member left: ``"left"`` (graceful), ``"crashed"``, ``"restarted"`` or ``"unresponsive"``."""
+
+
+class ClusterMember:
+    """This process as a member of the cluster."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        listeners: Iterable[ClusterListener] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.incarnation = secrets.token_hex(16)
+        self.listeners = list(listeners)
+        self.handlers: dict[str, Handler] = {}
+        self.channel = Channel()
+        self._loop_thread = LoopThread()
+        self._transport: TcpTransport | None = None
+        self._multicast: MulticastDiscovery | None = None
+        self._membership: Membership | None = None
+        self._local: MemberInfo | None = None
+        self._waiters: dict[int, asyncio.Future[SendOutcome]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+
+    # -- lifecycle (any thread) ----------------------------------------------------------------
+
+    @property
+    def local(self) -> MemberInfo:
+        assert self._local is not None, "the member has not started"
+        return self._local
+
+    @property
+    def running(self) -> bool:
+        return self._loop_thread.running and not self._stopped
+
+    def start(self, timeout: float = 10.0) -> MemberInfo:
+        """Bind the peer channel and start taking part; returns this member's identity."""
+        self._stopped = False
+        self._loop_thread.start()
+        try:
+            return self._loop_thread.submit(self._start()).result(timeout)
+        except BaseException:
+            self._loop_thread.stop()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Leave gracefully: announce it to every member, then close the channel."""
+        if not self._loop_thread.running or self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._loop_thread.submit(self._stop()).result(timeout)
+        except (concurrent.futures.TimeoutError, TransportError, OSError):
+            log.warning("the cluster member did not stop cleanly within %ss", timeout)
+        finally:
+            self._loop_thread.stop()
+
+    def members(self) -> list[MemberInfo]:
+        """The other members, as this member sees them (thread-safe snapshot)."""
+        membership = self._membership
+        return list(membership.members()) if membership is not None else []
+
+    def on(self, kind: str, handler: Handler) -> None:
+        """Handle DATA of ``kind`` (called on the member thread)."""
+        self.handlers[kind] = handler
+
+    def send(
+        self,
+        kind: str,
+        payload: Any,
+        mode: SendMode = SendMode.ASYNC,
+        targets: Iterable[MemberInfo] | None = None,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future[SendOutcome]:
+        """Send DATA to ``targets`` (default: every member); thread-safe.
+
+        The future resolves when the send is done in ``mode``: queued (async, after
+        any backpressure), received (ack) or applied (sync) by every target; its
+        :class:`SendOutcome` names each member that timed out, failed or left.
+        """
+        chosen = list(targets) if targets is not None else None
+        return self._loop_thread.submit(self._send(kind, payload, mode, chosen, timeout))
+
+    # -- on the member thread -------------------------------------------------------------
+
+    async def _start(self) -> MemberInfo:
+        config = self.config
+        transport = TcpTransport(config, _TransportEvents(self), incarnation=self.incarnation)
+        local = await transport.start()
+        self._transport = transport
+        self._local = local
+        self._membership = Membership(
+            local,
+            seeds=config.seed_addresses(local.address),
+            heartbeat_interval=config.heartbeat_interval,
+            drop_time=config.drop_time,
+        )
+        if config.multicast is not None:
+            self._multicast = MulticastDiscovery(
+                config,
+                local,
+                cluster_key=derive_cluster_key(config.secret),
+                on_member=self._discovered,
+                on_leave=self._beacon_leave,
+            )
+            await self._multicast.start()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        log.info("cluster member %s started (cluster %r)", local, config.cluster_name)
+        return local
+
+    async def _stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._membership is not None:
+            self._apply(self._membership.leave())
+        if self._multicast is not None:
+            await self._multicast.stop()
+        if self._transport is not None:
+            for member in self.members():
+                await asyncio.wait_for(self._transport.wait_writable(member.id), self.config.send_timeout)
+            await self._transport.close()
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.cancel()
+        log.info("cluster member %s left the cluster", self._local)
+
+    async def _tick_forever(self) -> None:
+        interval = min(0.1, self.config.heartbeat_interval / 5)
+        while True:
+            now = self.clock()
+            assert self._membership is not None
+            self._apply(self._membership.tick(now))
+            for outcome in self.channel.tick(now):
+                self._complete(outcome)
+            await asyncio.sleep(interval)
+
+    async def _send(
+        self, kind: str, payload: Any, mode: SendMode, targets: list[MemberInfo] | None, ack_timeout: float | None
+    ) -> SendOutcome:
+        assert self._transport is not None
+        assert self._membership is not None
+        chosen = targets if targets is not None else self._membership.members()
+        request_id, data, outcome = self.channel.send(
+            chosen,
+            kind,
+            payload,
+            mode,
+            self.clock(),
+            ack_timeout if ack_timeout is not None else self.config.send_timeout,
+        )
+        waiter: asyncio.Future[SendOutcome] | None = None
+        if outcome is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[request_id] = waiter
+        for member in chosen:
+            if mode is SendMode.ASYNC:
+                await self._transport.wait_writable(member.id)  # backpressure: bounded memory
+            if not self._transport.send(member.id, data):
+                for gone in self.channel.member_gone(member):
+                    self._complete(gone)
+        if waiter is not None:
+            return await waiter
+        assert outcome is not None
+        return outcome
+
+    def _complete(self, outcome: SendOutcome) -> None:
+        waiter = self._waiters.pop(outcome.request_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+        for member, status, detail in outcome.failures():
+            log.debug("send %d to %s: %s %s", outcome.request_id, member, status.value, detail)
+
+    def _apply(self, effects: Iterable[Effect]) -> None:
+        transport = self._transport
+        assert transport is not None
+        for effect in effects:
+            if isinstance(effect, SendTo):
+                transport.send(effect.member.id, effect.message)
+            elif isinstance(effect, Connect):
+                transport.dial(effect.address)
+            elif isinstance(effect, Probe):
+                self._spawn(self._probe(effect.member))
+            elif isinstance(effect, Disconnect):
+                transport.disconnect(effect.member.id)
+            elif isinstance(effect, MemberJoined):
+                log.info("member joined: %s", effect.member)
+                self._notify("member_joined", effect.member)
+            elif isinstance(effect, MemberSuspected):
+                log.info("member suspected: %s (silent, verifying)", effect.member)
+                self._notify("member_suspected", effect.member)
+            elif isinstance(effect, MemberLeft):
+                log.info("member left: %s (%s)", effect.member, effect.reason)
+                for outcome in self.channel.member_gone(effect.member):
+                    self._complete(outcome)
+                self._notify("member_left", effect.member, effect.reason)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                log.exception("cluster listener %r failed in %s", listener, event)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, member: MemberInfo) -> None:
+        alive = await probe(member.address, self.config.probe_timeout)
+        if self._membership is not None and not self._stopped:
+            self._apply(self._membership.probe_result(member.id, alive, self.clock()))
+
+    def _discovered(self, member: MemberInfo) -> None:
+        if self._membership is not None:
+            self._apply(self._membership.discovered(member, self.clock()))
+
+    def _beacon_leave(self, member: MemberInfo) -> None:
+        if self._membership is not None:
+            self._apply(self._membership.received(member.id, Leave(), self.clock()))
+
+    # -- from the transport ---------------------------------------------------------------
+
+    def _connected(self, peer: MemberInfo) -> None:
+        assert self._membership is not None
+        self._apply(self._membership.connected(peer, self.clock()))
+
+    def _message(self, peer: MemberInfo, message: Message) -> None:
+        assert self._membership is not None
+        assert self._transport is not None
+        if isinstance(message, Data):
+            delivery, ack = self.channel.received(peer, message)
+            if ack is not None:
+                self._transport.send(peer.id, ack)
+            error = None
+            handler = self.handlers.get(message.kind)
+            if handler is None:
+                error = f"no handler for {message.kind!r}"
+            else:
+                try:
+                    handler(peer, message.payload)
+                except Exception as exc:
+                    log.exception("handler for %r from %s failed", message.kind, peer)
+                    error = f"{type(exc).__name__}: {exc}"
+            if delivery.needs_ack:
+                self._transport.send(peer.id, Channel.applied(delivery, error))
+        elif isinstance(message, Ack):
+            outcome = self.channel.acknowledged(peer, message)
+            if outcome is not None:
+                self._complete(outcome)
+        self._apply(self._membership.received(peer.id, message, self.clock()))
+
+    def _disconnected(self, peer: MemberInfo) -> None:
+        if self._membership is not None and not self._stopped:
+            self._apply(self._membership.disconnected(peer.id, self.clock()))
+
+    def _dial_failed(self, address: tuple[str, int], refused: bool, reason: str) -> None:
+        if self._membership is not None:
+            self._apply(self._membership.dial_failed(address, self.clock(), refused=refused))
+
+
+class _TransportEvents:
+    """The transport's listener: forwards to the member (keeps its private methods private)."""
+
+    def __init__(self, member: ClusterMember) -> None:
+        self._member = member
+
+    def on_connected(self, peer: MemberInfo) -> None:
+        self._member._connected(peer)
+
+    def on_message(self, peer: MemberInfo, message: Message) -> None:
+        self._member._message(peer, message)
+
+    def on_disconnected(self, peer: MemberInfo) -> None:
+        self._member._disconnected(peer)
+
+    def on_dial_failed(self, address: tuple[str, int], refused: bool, reason: str) -> None:
+        self._member._dial_failed(address, refused, reason)
