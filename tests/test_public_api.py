@@ -28,6 +28,8 @@ def test_every_name_in_all_is_defined(name: str) -> None:
 def test_the_top_level_api() -> None:
     assert replisession.__all__ == [
         "DEFAULT_STATIC_FILTER",
+        "ClusterConfig",
+        "ClusterListener",
         "ConfigError",
         "CookieSettings",
         "DestroyReason",

@@ -5,6 +5,7 @@ for Starlette/FastAPI (``SessionMiddleware``), Flask (``replisession.flask``) an
 any WSGI app (``replisession.wsgi``).
 """
 
+from .cluster_config import ClusterConfig
 from .config import DEFAULT_STATIC_FILTER, CookieSettings, SessionConfig
 from .core.delta import SessionDelta
 from .core.listeners import DestroyReason, SessionListener
@@ -19,10 +20,13 @@ from .errors import (
     TooManySessionsError,
     TransportError,
 )
+from .node import ClusterListener
 from .web.asgi import SessionMiddleware
 
 __all__ = [
     "DEFAULT_STATIC_FILTER",
+    "ClusterConfig",
+    "ClusterListener",
     "ConfigError",
     "CookieSettings",
     "DestroyReason",
