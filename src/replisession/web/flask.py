@@ -32,7 +32,7 @@ from ..core.session import Session
 from ..errors import TooManySessionsError
 from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec
-from .front import CookieAction, RequestSession, SessionFront
+from .front import CookieAction, RequestSession, SessionFront, build_node
 
 if TYPE_CHECKING:
     from flask.wrappers import Request, Response
@@ -177,22 +177,21 @@ class ReplicatedSession:
         cluster: ClusterConfig | None = None,
         cluster_listeners: Iterable[ClusterListener] = (),
     ) -> None:
-        self._config = SessionConfig.build(
-            secret_key=(),
-            route=route,
-            max_inactive_interval=max_inactive_interval,
-            max_lifetime=max_lifetime,
-            max_active_sessions=max_active_sessions,
-            detect_mutations=detect_mutations,
-            static_filter=static_filter,
-            sweep_interval=sweep_interval,
-        )
-        # No cluster configuration given: the environment decides, as <distributable/> does.
-        self._cluster = cluster if cluster is not None else ClusterConfig.from_env(route=self._config.route)
-        self._cluster_listeners = list(cluster_listeners)
-        self._listeners = list(listeners)
+        self._options: dict[str, Any] = {
+            "route": route,
+            "max_inactive_interval": max_inactive_interval,
+            "max_lifetime": max_lifetime,
+            "max_active_sessions": max_active_sessions,
+            "static_filter": static_filter,
+            "detect_mutations": detect_mutations,
+            "listeners": list(listeners),
+            "sweep_interval": sweep_interval,
+            "clock": clock,
+            "cluster": cluster,
+            "cluster_listeners": list(cluster_listeners),
+        }
         self._serializer = serializer
-        self._clock = clock
+        SessionConfig.build(secret_key=(), **_session_settings(self._options))  # invalid settings fail here
         if app is not None:
             self.init_app(app)
 
@@ -200,14 +199,9 @@ class ReplicatedSession:
         serializer = self._serializer or SessionSerializer()
         serializer.register(Markup, "markup", str, Markup, immutable=True)
         session_class = type("FlaskSession", (FlaskSession,), {"__module__": __name__})
-        node = Node(
-            self._config,
-            listeners=self._listeners,
-            serializer=serializer,
-            session_class=session_class,
-            clock=self._clock,
-            cluster=self._cluster,
-            cluster_listeners=self._cluster_listeners,
+        # Flask holds the keys (SECRET_KEY); the cookie settings come from its config per request.
+        node = build_node(
+            secret_key=(), cookie=None, session_class=session_class, serializer=serializer, **self._options
         )
         interface = ReplicatedSessionInterface(node)
         app.session_interface = interface
@@ -242,3 +236,8 @@ def _refuse(response: Response) -> None:
     response.headers.clear()
     response.headers.update(_503_HEADERS)
     response.set_data(_503_BODY)
+
+
+def _session_settings(options: dict[str, Any]) -> dict[str, Any]:
+    names = ("route", "max_inactive_interval", "max_lifetime", "max_active_sessions", "static_filter")
+    return {name: options[name] for name in (*names, "detect_mutations", "sweep_interval")}

@@ -124,6 +124,48 @@ class SessionFront:
         return CookieAction.SET
 
 
+def build_node(
+    *,
+    secret_key: Any,
+    cookie: CookieSettings | None,
+    session_class: type[Session],
+    route: str | None,
+    max_inactive_interval: float | None,
+    max_lifetime: float | None,
+    max_active_sessions: int | None,
+    static_filter: str | re.Pattern[str] | None,
+    detect_mutations: bool,
+    listeners: Iterable[SessionListener],
+    serializer: SessionSerializer | None,
+    sweep_interval: float,
+    clock: Callable[[], float],
+    cluster: ClusterConfig | None,
+    cluster_listeners: Iterable[ClusterListener],
+) -> Node:
+    """The node of one adapter instance, from the adapters' shared keyword arguments."""
+    config = SessionConfig.build(
+        secret_key=secret_key,
+        route=route,
+        cookie=cookie,
+        max_inactive_interval=max_inactive_interval,
+        max_lifetime=max_lifetime,
+        max_active_sessions=max_active_sessions,
+        detect_mutations=detect_mutations,
+        static_filter=static_filter,
+        sweep_interval=sweep_interval,
+    )
+    return Node(
+        config,
+        listeners=listeners,
+        serializer=serializer,
+        session_class=session_class,
+        clock=clock,
+        # No cluster configuration given: the environment decides, as <distributable/> does.
+        cluster=cluster if cluster is not None else ClusterConfig.from_env(route=config.route),
+        cluster_listeners=cluster_listeners,
+    )
+
+
 class SessionAdapter:
     """What the ASGI and WSGI middleware share: their arguments and the cookie headers.
 
@@ -170,27 +212,24 @@ class SessionAdapter:
             partitioned=partitioned,
             max_age=max_age,
         )
-        config = SessionConfig.build(
+        self.node = build_node(
             secret_key=secret_key,
-            route=route,
             cookie=self.cookie,
+            session_class=self.session_class,
+            route=route,
             max_inactive_interval=max_inactive_interval,
             max_lifetime=max_lifetime,
             max_active_sessions=max_active_sessions,
-            detect_mutations=detect_mutations,
             static_filter=static_filter,
-            sweep_interval=sweep_interval,
-        )
-        self.node = Node(
-            config,
+            detect_mutations=detect_mutations,
             listeners=listeners,
             serializer=serializer,
-            session_class=self.session_class,
+            sweep_interval=sweep_interval,
             clock=clock,
-            # No cluster configuration given: the environment decides, as <distributable/> does.
-            cluster=cluster if cluster is not None else ClusterConfig.from_env(route=config.route),
+            cluster=cluster,
             cluster_listeners=cluster_listeners,
         )
+        config = self.node.config
         self.front = SessionFront(self.node, SessionCookieCodec(config.secret_keys, config.route))
         self._delete_header = render_delete(self.cookie)
         # A max_age cookie is re-sent once a quarter of its life has passed, so it
