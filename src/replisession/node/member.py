@@ -133,7 +133,7 @@ class ClusterMember:
         payload: Any,
         mode: SendMode = SendMode.ASYNC,
         targets: Iterable[MemberInfo] | None = None,
-        timeout: float | None = None,
+        ack_timeout: float | None = None,
     ) -> concurrent.futures.Future[SendOutcome]:
         """Send DATA to ``targets`` (default: every member); thread-safe.
 
@@ -142,7 +142,7 @@ class ClusterMember:
         :class:`SendOutcome` names each member that timed out, failed or left.
         """
         chosen = list(targets) if targets is not None else None
-        return self._loop_thread.submit(self._send(kind, payload, mode, chosen, timeout))
+        return self._loop_thread.submit(self._send(kind, payload, mode, chosen, ack_timeout))
 
     # -- on the member thread -------------------------------------------------------------
 

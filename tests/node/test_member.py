@@ -1,0 +1,106 @@
+"""The cluster member over real sockets on loopback: send modes end-to-end, outcomes naming members."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from replisession import ClusterConfig
+from replisession.core.channel import DeliveryStatus
+from replisession.core.messages import MemberInfo, SendMode
+from replisession.node import ClusterMember
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config(route: str, port: int, seed_port: int) -> ClusterConfig:
+    return ClusterConfig(
+        route=route,
+        listen_ports=(port, port),
+        members=ClusterConfig.from_env({"REPLISESSION_MEMBERS": f"127.0.0.1:{seed_port}"}).members,
+        secret=b"member-test",
+        heartbeat_interval=0.1,
+        drop_time=0.6,
+        probe_timeout=0.3,
+        send_timeout=1.0,
+    )
+
+
+def eventually(condition: Callable[[], bool], deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)  # polling inside a deadline
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[ClusterMember, ClusterMember]]:
+    seed = free_port()
+    a = ClusterMember(config("a", seed, seed))
+    b = ClusterMember(config("b", free_port(), seed))
+    a.start()
+    b.start()
+    try:
+        eventually(lambda: [m.route for m in a.members()] == ["b"] and [m.route for m in b.members()] == ["a"])
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_sync_completes_after_the_handler_applied_it(pair: tuple[ClusterMember, ClusterMember]) -> None:
+    a, b = pair
+    applied: list[Any] = []
+    b.on("note", lambda sender, payload: applied.append((sender.route, payload)))
+    outcome = a.send("note", {"n": 1}, SendMode.SYNC).result(5)
+    assert applied == [("a", {"n": 1})]  # visible as soon as the send returns
+    assert outcome.ok
+    assert [(m.route, status, detail) for m, status, detail in outcome.results.values()] == [
+        ("b", DeliveryStatus.OK, "")
+    ]
+
+
+def test_a_failing_handler_is_reported_naming_the_member(pair: tuple[ClusterMember, ClusterMember]) -> None:
+    a, b = pair
+
+    def broken(sender: MemberInfo, payload: Any) -> None:
+        raise ValueError("cannot apply")
+
+    b.on("note", broken)
+    outcome = a.send("note", 1, SendMode.SYNC).result(5)
+    assert [(m.route, status, detail) for m, status, detail in outcome.failures()] == [
+        ("b", DeliveryStatus.FAILED, "ValueError: cannot apply")
+    ]
+
+
+def test_ack_returns_on_receipt_and_async_at_once(pair: tuple[ClusterMember, ClusterMember]) -> None:
+    a, b = pair
+    seen: list[Any] = []
+    b.on("slow", lambda sender, payload: seen.append(payload))
+    assert a.send("slow", "ack", SendMode.ACK).result(5).ok
+    assert a.send("slow", "async", SendMode.ASYNC).result(5).ok
+    eventually(lambda: seen == ["ack", "async"])
+
+
+def test_a_silent_target_times_out_and_a_dead_one_is_gone(pair: tuple[ClusterMember, ClusterMember]) -> None:
+    a, b = pair
+    gate = threading.Event()
+    b.on("stall", lambda sender, payload: gate.wait(3))  # blocks b's member thread past the timeout
+    outcome = a.send("stall", 1, SendMode.SYNC, ack_timeout=0.3).result(5)
+    gate.set()
+    assert [(m.route, status) for m, status, _ in outcome.failures()] == [("b", DeliveryStatus.TIMEOUT)]
+    b_info = a.members()[0]
+    b.stop()
+    eventually(lambda: a.members() == [])
+    outcome = a.send("stall", 2, SendMode.SYNC, targets=[b_info]).result(5)
+    assert [(m.route, status) for m, status, _ in outcome.failures()] == [("b", DeliveryStatus.GONE)]
