@@ -24,7 +24,10 @@ from typing import Any
 from .config import _route
 from .errors import ConfigError
 
-__all__ = ["ClusterConfig", "Seed"]
+__all__ = ["SEND_FAILURES", "SEND_MODES", "ClusterConfig", "Seed"]
+
+SEND_MODES = ("async", "ack", "sync")
+SEND_FAILURES = ("log", "fail")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -98,6 +101,10 @@ class ClusterConfig:
     tls_cert: str | None = None  # mutual TLS: our certificate chain (PEM),
     tls_key: str | None = None  # its private key,
     tls_ca: str | None = None  # and the CA that signed the peers' certificates
+    # Replication (the DeltaManager):
+    send_mode: str = "sync"  # async | ack | sync: when a request's changes count as replicated
+    send_failure: str = "log"  # log | fail: a member that does not answer in time (fail: 503)
+    notify_listeners_on_replication: bool = True  # Tomcat's notifyListenersOnReplication
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -253,6 +260,19 @@ def _parse_multicast(text: str, name: str) -> tuple[str, int]:
     return group, port
 
 
+def _parse_choice(text: str, name: str) -> str:
+    return text.strip().lower()
+
+
+def _parse_flag(text: str, name: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={text!r} must be true or false")
+
+
 def _parse_seconds(text: str, name: str) -> float:
     try:
         return float(text)
@@ -289,6 +309,11 @@ _SETTINGS: dict[str, _Setting] = {
     "tls_cert": _setting("REPLISESSION_TLS_CERT", _parse_text, "tls_cert"),
     "tls_key": _setting("REPLISESSION_TLS_KEY", _parse_text, "tls_key"),
     "tls_ca": _setting("REPLISESSION_TLS_CA", _parse_text, "tls_ca"),
+    "send_mode": _setting("REPLISESSION_SEND_MODE", _parse_choice, "send_mode"),
+    "send_failure": _setting("REPLISESSION_SEND_FAILURE", _parse_choice, "send_failure"),
+    "notify_listeners_on_replication": _setting(
+        "REPLISESSION_NOTIFY_LISTENERS_ON_REPLICATION", _parse_flag, "notify_listeners_on_replication"
+    ),
 }
 
 
@@ -382,6 +407,16 @@ def _validated(values: dict[str, Any], name: _Names) -> dict[str, Any]:
         _check_size(values, "compress_threshold", name, 0, None)
 
     out.update(_check_tls(values, name))
+
+    for field, choices in (("send_mode", SEND_MODES), ("send_failure", SEND_FAILURES)):
+        value = values[field]
+        if value not in choices:
+            raise ConfigError(f"{name.show(field, value)} must be one of {', '.join(choices)}")
+    if not isinstance(values["notify_listeners_on_replication"], bool):
+        raise ConfigError(
+            f"{name.show('notify_listeners_on_replication', values['notify_listeners_on_replication'])}"
+            " must be true or false"
+        )
 
     if out["members"] or out["multicast"] is not None:
         if out["secret"] is None and not _is_loopback(host):

@@ -386,7 +386,10 @@ def test_expiry_sends_a_destroyed_delta(deltas: list[SessionDelta], clock: FakeC
     clock.advance(10)
     assert store.load("id-1", clock()) is None
     assert store.sweep(clock()) == 1
-    assert deltas[-2:] == [SessionDelta("id-1", 2, destroyed=True), SessionDelta("id-2", 3, destroyed=True)]
+    assert deltas[-2:] == [
+        SessionDelta("id-1", 2, destroyed=True, expired=True),
+        SessionDelta("id-2", 3, destroyed=True, expired=True),
+    ]
 
 
 def test_a_session_that_never_reached_replicas_leaves_no_tombstone(

@@ -34,6 +34,7 @@ class SessionDelta:
     destroyed: bool = False
     previous_id: str | None = None
     max_inactive_interval: float | None = None
+    expired: bool = False  # with destroyed: it timed out (else it was invalidated)
 
     def __post_init__(self) -> None:
         if not self.session_id:

@@ -45,6 +45,7 @@ class Session(dict[str, Any]):
 
     __slots__ = (
         "_delta",
+        "_grace",
         "_holders",
         "_id",
         "_max_inactive_interval",
@@ -79,6 +80,7 @@ class Session(dict[str, Any]):
         self._readonly = False
         self._refused = False  # set when the store refused to create it (max_active_sessions)
         self._holders = 0
+        self._grace = 0.0  # extra idle time before a copy another member owns expires here
         self._was_created = False
         self._meta_changed = False
         self._delta: dict[str, bytes | None] | None = None

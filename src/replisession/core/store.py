@@ -96,6 +96,16 @@ class SessionStore:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
+    def ids(self) -> list[str]:
+        """A snapshot of the stored session ids."""
+        with self._lock:
+            return list(self._sessions)
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]:
+        """The lock every change to the set of sessions holds (replication shares it)."""
+        return self._lock
+
     def peek(self, session_id: str) -> Session | None:
         """The stored session with this id, without any expiry check or side effect."""
         return self._sessions.get(session_id)
@@ -194,6 +204,41 @@ class SessionStore:
                 session._previous_id = old_id  # replicas know the session by its id at the last delta
             return new_id
 
+    # -- copies of sessions other members own (replication) ------------------------------
+
+    def replica(self, session_id: str, now: float) -> tuple[Session, bool]:
+        """The stored copy of ``session_id``, created empty if missing; ``(session, created)``.
+
+        Only replication calls this, with ids that came from authenticated peers.
+        """
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                return session, False
+            session = self.session_class(store=self)
+            session._id = session_id
+            session.new = False
+            session.created_at = session.last_accessed = now
+            self._sessions[session_id] = session
+            return session, True
+
+    def rename(self, old_id: str, new_id: str) -> Session | None:
+        """Re-key a copy whose owner rotated its id."""
+        with self._lock:
+            session = self._sessions.pop(old_id, None)
+            if session is not None:
+                session._id = new_id
+                self._sessions[new_id] = session
+            return session
+
+    def drop(self, session_id: str) -> Session | None:
+        """Remove a copy because its owner ended it; no delta, no listener (the caller decides)."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is not None:
+                session._id = None
+            return session
+
     # -- expiry ------------------------------------------------------------------------
 
     def sweep(self, now: float) -> int:
@@ -206,7 +251,11 @@ class SessionStore:
 
     def _is_expired(self, session: Session, now: float) -> bool:
         idle = session.max_inactive_interval
-        if idle is not None and session.last_accessed is not None and now - session.last_accessed >= idle:
+        if (
+            idle is not None
+            and session.last_accessed is not None
+            and now - session.last_accessed >= idle + session._grace
+        ):
             return True
         lifetime = self.policy.max_lifetime
         return lifetime is not None and session.created_at is not None and now - session.created_at >= lifetime
@@ -237,6 +286,7 @@ class SessionStore:
                 session_id=session._previous_id or session_id,
                 version=session.version + 1,
                 destroyed=True,
+                expired=reason is DestroyReason.EXPIRED,
             )
         session._clear_attributes()
         session._id = None

@@ -42,8 +42,10 @@ __all__ = ["ClusterListener", "ClusterMember", "Handler"]
 
 log = logging.getLogger("replisession.cluster")
 
-#: ``handler(sender, payload)`` for DATA of one kind; raising makes a sync send FAILED for that member.
-Handler = Callable[[MemberInfo, Any], None]
+#: ``handler(sender, payload)`` for DATA of one kind; raising makes a sync send FAILED for that
+#: member. It may return ``(kind, payload)`` replies: they are written to the sender before
+#: the acknowledgement, so a sync sender has them once its send completes.
+Handler = Callable[[MemberInfo, Any], "Iterable[tuple[str, Any]] | None"]
 
 
 class ClusterListener:
@@ -144,7 +146,23 @@ class ClusterMember:
         chosen = list(targets) if targets is not None else None
         return self._loop_thread.submit(self._send(kind, payload, mode, chosen, ack_timeout))
 
+    def stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> concurrent.futures.Future[int]:
+        """Send ``(kind, payload, target)`` messages one after another, each acknowledged
+        (received) before the next is even built: bounded memory for a state transfer.
+        The future gives how many were acknowledged; it stops at the first failure."""
+        return self._loop_thread.submit(self._stream(messages))
+
     # -- on the member thread -------------------------------------------------------------
+
+    async def _stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> int:
+        done = 0
+        for kind, payload, target in messages:
+            outcome = await self._send(kind, payload, SendMode.ACK, [target], None)
+            if not outcome.ok:
+                log.warning("stream to %s stopped after %d messages: %s", target, done, outcome.failures())
+                break
+            done += 1
+        return done
 
     async def _start(self) -> MemberInfo:
         config = self.config
@@ -301,7 +319,9 @@ class ClusterMember:
                 error = f"no handler for {message.kind!r}"
             else:
                 try:
-                    handler(peer, message.payload)
+                    for kind, payload in handler(peer, message.payload) or ():
+                        _, reply, _ = self.channel.send((peer,), kind, payload, SendMode.ASYNC, self.clock(), 1.0)
+                        self._transport.send(peer.id, reply)
                 except Exception as exc:
                     log.exception("handler for %r from %s failed", message.kind, peer)
                     error = f"{type(exc).__name__}: {exc}"

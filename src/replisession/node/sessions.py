@@ -25,6 +25,7 @@ from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..core.store import SessionStore
 from .member import ClusterListener, ClusterMember
+from .replicator import Replicator
 
 __all__ = ["Node"]
 
@@ -50,8 +51,7 @@ class Node:
         self.config = config
         self.cluster = cluster
         self.member: ClusterMember | None = None
-        if cluster is not None and cluster.enabled:
-            self.member = ClusterMember(cluster, listeners=cluster_listeners)
+        self.replicator: Replicator | None = None
         self.clock = clock
         # Re-entrant: a listener called under the lock may use the store again.
         self.store = SessionStore(
@@ -66,6 +66,9 @@ class Node:
         self._timer: threading.Thread | None = None
         self._pid = 0  # the process the timer runs in: a fork (gunicorn --preload) has none
         self._delta_listeners: list[Callable[[SessionDelta], None]] = []
+        if cluster is not None and cluster.enabled:
+            self.member = ClusterMember(cluster, listeners=cluster_listeners)
+            self.replicator = Replicator(self.store, self.member, cluster, clock)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -80,8 +83,10 @@ class Node:
         with self._start_lock:
             if self.running:
                 return
-            if self.member is not None:
+            if self.member is not None and self.replicator is not None:
                 self.member.start()
+                self.replicator.start()
+                self.store.change_sink = self._publish  # track changes: they replicate
                 atexit.register(self.stop)  # leave gracefully even without a lifespan
             self._stopping = threading.Event()
             self._timer = threading.Thread(target=self._run_timer, name="replisession-timer", daemon=True)
@@ -122,7 +127,10 @@ class Node:
         return self.store.load(session_id, self.clock())
 
     def release(self, session: Session) -> SessionDelta | None:
-        return self.store.release(session, self.clock())
+        delta = self.store.release(session, self.clock())
+        if delta is None and self.replicator is not None:
+            self.replicator.accessed(session)
+        return delta
 
     def sweep(self) -> int:
         expired = self.store.sweep(self.clock())
@@ -140,3 +148,5 @@ class Node:
     def _publish(self, delta: SessionDelta) -> None:
         for listener in self._delta_listeners:
             listener(delta)
+        if self.replicator is not None:
+            self.replicator.on_delta(delta)

@@ -18,11 +18,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import TooManySessionsError
 from .cookie import cookie_values
-from .front import RequestSession, SessionAdapter
+from .front import Fetch, RequestSession, SessionAdapter
 
 __all__ = ["SessionMiddleware"]
 
 _503_BODY = b"503 Service Unavailable: the server holds too many sessions; try again later.\n"
+_UNREPLICATED = b"503 Service Unavailable: the session change did not reach every cluster member in time.\n"
 
 
 class SessionMiddleware(SessionAdapter):
@@ -35,7 +36,12 @@ class SessionMiddleware(SessionAdapter):
             await self.app(scope, receive, send)
             return
 
-        held = self.front.open(scope.get("path", ""), _scope_cookie_values(scope, self.cookie.name))
+        path, cookies = scope.get("path", ""), _scope_cookie_values(scope, self.cookie.name)
+        held = self.front.open(path, cookies)
+        if isinstance(held, Fetch):  # another member has the newest copy: get it first
+            await held.wait_async()
+            held = self.front.open(path, cookies, fetched=True)
+            assert not isinstance(held, Fetch)
         if held is None:
             scope["session"] = self.front.static_session()
             await self.app(scope, receive, send)
@@ -64,6 +70,11 @@ class SessionMiddleware(SessionAdapter):
                     await _send_503(send)
                     return
                 vary, set_cookie = self.response_cookie(held)
+                replication = self.front.replication()
+                if replication is not None and replication.failed(await replication.outcomes_async()):
+                    refused = True  # send_failure=fail: the write is not acknowledged
+                    await _send_503(send, _UNREPLICATED)
+                    return
                 headers = message["headers"] = list(message.get("headers", ()))
                 if vary:
                     _add_vary_cookie(headers)
@@ -118,16 +129,16 @@ def _add_vary_cookie(headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((b"vary", b"Cookie"))
 
 
-async def _send_503(send: Send) -> None:
+async def _send_503(send: Send, body: bytes = _503_BODY) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": 503,
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_503_BODY)).encode()),
+                (b"content-length", str(len(body)).encode()),
                 (b"retry-after", b"60"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _503_BODY})
+    await send({"type": "http.response.body", "body": body})

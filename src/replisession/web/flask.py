@@ -32,7 +32,7 @@ from ..core.session import Session
 from ..errors import TooManySessionsError
 from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec
-from .front import CookieAction, RequestSession, SessionFront, build_node
+from .front import CookieAction, Fetch, RequestSession, SessionFront, build_node
 
 if TYPE_CHECKING:
     from flask.wrappers import Request, Response
@@ -103,7 +103,12 @@ class ReplicatedSessionInterface(SessionInterface):
         lifetime = app.permanent_session_lifetime.total_seconds()
         if self.session_class.permanent_lifetime != lifetime:
             self.session_class.permanent_lifetime = lifetime
-        held = self.front.open(request.path, request.cookies.getlist(self.get_cookie_name(app)), self.codec(app))
+        cookies = request.cookies.getlist(self.get_cookie_name(app))
+        held = self.front.open(request.path, cookies, self.codec(app))
+        if isinstance(held, Fetch):  # another member has the newest copy: get it first
+            held.wait()
+            held = self.front.open(request.path, cookies, self.codec(app), fetched=True)
+            assert not isinstance(held, Fetch)
         if held is None:
             return self.front.static_session()  # type: ignore[return-value]
         request.environ[_HELD] = held
@@ -124,6 +129,10 @@ class ReplicatedSessionInterface(SessionInterface):
         # manages `permanent`: Expires slides, or is added or dropped with the flag.
         resend = "_permanent" in session and self.should_set_cookie(app, session)
         action = self.front.close(held, 0.0 if resend else None)
+        replication = self.front.replication()
+        if replication is not None and replication.failed(replication.outcomes()):
+            _refuse(response, _UNREPLICATED)  # send_failure=fail: the write is not acknowledged
+            return
         if session.accessed:
             response.vary.add("Cookie")
         if action is CookieAction.NONE:
@@ -220,6 +229,7 @@ def _flask_static_prefix(app: flask.Flask) -> str:
 
 
 _503_BODY = "503 Service Unavailable: the server holds too many sessions; try again later.\n"
+_UNREPLICATED = "503 Service Unavailable: the session change did not reach every cluster member in time.\n"
 _503_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "60"}
 
 
@@ -227,15 +237,15 @@ def _too_many_sessions(exc: TooManySessionsError) -> tuple[str, int, dict[str, s
     return _503_BODY, 503, dict(_503_HEADERS)
 
 
-def _refuse(response: Response) -> None:
-    """Turn whatever the app answered into the 503 of a refused new session."""
+def _refuse(response: Response, body: str = _503_BODY) -> None:
+    """Turn whatever the app answered into a 503 (a refused new session, an unreplicated write)."""
     close = getattr(response.response, "close", None)
     if close is not None:
         close()  # the app's body, e.g. an open file, is not sent
     response.status_code = 503
     response.headers.clear()
     response.headers.update(_503_HEADERS)
-    response.set_data(_503_BODY)
+    response.set_data(body)
 
 
 def _session_settings(options: dict[str, Any]) -> dict[str, Any]:

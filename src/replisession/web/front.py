@@ -11,6 +11,8 @@ comparing ids.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import enum
 import logging
 import re
@@ -29,7 +31,7 @@ from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec, render_delete, render_set
 from .valve import ReplicationValve
 
-__all__ = ["CookieAction", "RequestSession", "SessionAdapter", "SessionFront"]
+__all__ = ["CookieAction", "Fetch", "Replication", "RequestSession", "SessionAdapter", "SessionFront", "build_node"]
 
 log = logging.getLogger("replisession.web")
 
@@ -38,6 +40,57 @@ class CookieAction(enum.Enum):
     NONE = "none"
     SET = "set"
     DELETE = "delete"
+
+
+@dataclass(slots=True)
+class Fetch:
+    """The request's session must first be fetched from another member: wait, then open again.
+
+    A failed or late fetch is no error: the request goes on with what this member has.
+    """
+
+    future: concurrent.futures.Future[Any]
+    timeout: float
+
+    def wait(self) -> None:
+        try:
+            self.future.result(self.timeout)
+        except Exception as exc:
+            log.debug("session fetch did not complete: %r", exc)
+
+    async def wait_async(self) -> None:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self.future), self.timeout)
+        except Exception as exc:
+            log.debug("session fetch did not complete: %r", exc)
+
+
+@dataclass(slots=True)
+class Replication:
+    """The sends a request made, to wait for before its response leaves (``ack``/``sync``)."""
+
+    futures: list[concurrent.futures.Future[Any]]
+    timeout: float
+    node: Node
+
+    def outcomes(self) -> list[Any]:
+        results = []
+        for future in self.futures:
+            try:
+                results.append(future.result(self.timeout))
+            except Exception as exc:
+                log.warning("replication did not complete: %r", exc)
+        return results
+
+    async def outcomes_async(self) -> list[Any]:
+        waited = [asyncio.wrap_future(f) for f in self.futures]
+        done = await asyncio.wait_for(asyncio.gather(*waited, return_exceptions=True), self.timeout)
+        return [outcome for outcome in done if not isinstance(outcome, BaseException)]
+
+    def failed(self, outcomes: list[Any]) -> bool:
+        """True when the response must be a 503 (``send_failure=fail`` and a member missed it)."""
+        replicator = self.node.replicator
+        return replicator is not None and replicator.failed(outcomes)
 
 
 @dataclass(slots=True)
@@ -118,6 +171,16 @@ class SessionFront:
                 if issued is None or self.node.clock() - issued >= refresh_after:
                     return self._issue(session)
         return CookieAction.NONE
+
+    def replication(self) -> Replication | None:
+        """After :meth:`close`: the sends to wait for before the response leaves, if any."""
+        replicator = self.node.replicator
+        if replicator is None:
+            return None
+        futures = replicator.pending()
+        if not futures:
+            return None
+        return Replication(futures, replicator.config.send_timeout + 1.0, self.node)
 
     def _issue(self, session: Session) -> CookieAction:
         session.cookie_issued_at = self.node.clock()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.session import AccessTrackingSession
 from ..errors import TooManySessionsError
 from .cookie import cookie_values
-from .front import RequestSession, SessionAdapter, SessionFront
+from .front import Fetch, RequestSession, SessionAdapter, SessionFront
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -42,9 +42,12 @@ class SessionMiddleware(SessionAdapter):
         self.node.stop()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        held = self.front.open(
-            environ.get("PATH_INFO", ""), cookie_values(environ.get("HTTP_COOKIE", ""), self.cookie.name)
-        )
+        path, cookies = environ.get("PATH_INFO", ""), cookie_values(environ.get("HTTP_COOKIE", ""), self.cookie.name)
+        held = self.front.open(path, cookies)
+        if isinstance(held, Fetch):  # another member has the newest copy: get it first
+            held.wait()
+            held = self.front.open(path, cookies, fetched=True)
+            assert not isinstance(held, Fetch)
         if held is None:
             environ[ENVIRON_KEY] = self.front.static_session()
             return self.app(environ, start_response)  # type: ignore[no-any-return]
@@ -59,6 +62,10 @@ class SessionMiddleware(SessionAdapter):
                 self.front.close(held)
                 return start_response(_503_STATUS, list(_503_HEADERS), exc_info)
             vary, set_cookie = self.response_cookie(held)
+            replication = self.front.replication()
+            if replication is not None and replication.failed(replication.outcomes()):
+                state["refused"] = True  # send_failure=fail: the write is not acknowledged
+                return start_response(_503_STATUS, list(_503_HEADERS), exc_info)
             headers = list(headers)
             if vary:
                 _add_vary_cookie(headers)

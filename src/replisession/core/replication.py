@@ -1,0 +1,488 @@
+"""All-to-all session replication (Tomcat's DeltaManager), as a sans-IO state machine.
+
+Every member holds every session. A request that changed a session ends with one
+``delta`` to every member; a request that only read it sends at most a throttled
+``access`` notice so the copies elsewhere do not expire while it is in use.
+
+Where Tomcat's DeltaManager drops, races or blocks, this one does not:
+
+* **Per-key stamps, not arrival order.** Every write of a key carries a Lamport
+  stamp ``(counter, member id)``. A copy applies a set or remove only if its stamp
+  is newer than the one it holds for that key, so a stale, duplicated or reordered
+  delta never overwrites a newer value; two members writing different keys of one
+  session both survive; on the same key the later write wins, identically on every
+  member (the member id breaks ties). Tomcat replays deltas in arrival order.
+* **Nothing is dropped for arriving early.** A delta for a session this member has
+  never seen creates the copy (Tomcat drops a DELTA that beats its CREATED).
+* **Tombstones.** An ended session's id is remembered until it could no longer be
+  in use, and every later message for it is ignored: no resurrection by a late
+  delta. A rotated id is remembered as an alias of the new one, so a late delta
+  addressed to the old id still lands on the right session.
+* **No clocks compared.** Deltas and notices reset the idle time of a copy on
+  arrival; a state transfer carries how long each session has been idle, not
+  when it was last used by another machine's clock.
+* **State transfer streams.** A joining member asks one member for everything and
+  receives it in batches, each acknowledged before the next is built, while it
+  already serves requests; a session asked for before its batch arrives is fetched
+  on its own (``want`` with ids).
+
+Inputs are method calls with ``now``; outputs are :class:`Outgoing` messages for
+the node to send. Payloads are plain msgpack data; :func:`_check` validates every
+field of what arrives before anything is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import RemoteProtocolError
+from .delta import SessionDelta
+from .listeners import DestroyReason, SessionListener, fire
+from .messages import MemberInfo
+from .session import Session
+from .store import SessionStore
+
+__all__ = ["DeltaManager", "Outgoing", "TransferStream"]
+
+log = logging.getLogger("replisession.replication")
+
+Stamp = tuple[int, str]
+_ZERO: Stamp = (0, "")
+_MAX_IDS = 1000  # ids in one on-demand request
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message for the node to send: to ``targets`` (None: every member)."""
+
+    kind: str
+    payload: Any
+    targets: tuple[MemberInfo, ...] | None = None
+    wait: bool = True  # False: never worth delaying a response for (access notices)
+
+
+@dataclass(slots=True)
+class _Meta:
+    stamps: dict[str, Stamp] = field(default_factory=dict)  # per key, removed keys included
+    owner: str = ""
+    owner_stamp: Stamp = _ZERO
+    last_notice: float = float("-inf")
+
+
+class DeltaManager:
+    """Replication of one member's store to every other member."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        local: MemberInfo,
+        *,
+        notify_listeners_on_replication: bool = True,
+        access_throttle: float = 60.0,
+        batch_size: int = 1000,
+    ) -> None:
+        self.store = store
+        self.local = local
+        self.notify = notify_listeners_on_replication
+        self.batch_size = batch_size
+        self._counter = 0
+        self._meta: dict[str, _Meta] = {}
+        self._tombstones: dict[str, float] = {}  # id -> when it may be forgotten
+        self._aliases: dict[str, tuple[str, float]] = {}  # old id -> (new id, forget at)
+        idle = store.policy.max_inactive_interval
+        # Notices at least four times per idle timeout, and at most once a minute.
+        self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
+        self._horizon = (idle or 3600.0) * 2 + self.access_throttle
+        self.transfer_done = False
+        self._transfer_donor: MemberInfo | None = None
+        store.listeners.append(_Forget(self))
+
+    # -- this member's requests ------------------------------------------------------------
+
+    def replicate(self, delta: SessionDelta, now: float) -> Outgoing:
+        """The message that carries a session's change (or end) to the others."""
+        return self._delta_message(delta, now)
+
+    def accessed(self, session: Session, now: float) -> list[Outgoing]:
+        """A request read ``session`` without changing it: a notice, at most every ``access_throttle``
+        seconds, so copies do not expire while it is in use, and at once when this member
+        just took the session over (failover), so every member learns the new owner."""
+        session_id = session.id
+        if session_id is None or not session.accessed:
+            return []
+        meta = self._meta.setdefault(session_id, _Meta())
+        if meta.owner == self.local.id and now - meta.last_notice < self.access_throttle:
+            return []
+        meta.last_notice = now
+        stamp = self._tick()
+        meta.owner, meta.owner_stamp = self.local.id, stamp
+        session._grace = 0.0
+        return [Outgoing("access", {"id": session_id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)]
+
+    def _delta_message(self, delta: SessionDelta, now: float) -> Outgoing:
+        stamp = self._tick()
+        session_id = delta.session_id
+        if delta.destroyed:
+            self._bury(session_id, now)
+        else:
+            if delta.previous_id is not None:
+                self._alias(delta.previous_id, session_id, now)
+            meta = self._meta.setdefault(session_id, _Meta())
+            for key in (*delta.sets, *delta.removes):
+                meta.stamps[key] = stamp
+            meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
+            session = self.store.peek(session_id)
+            if session is not None:
+                session._grace = 0.0
+        payload = {
+            "id": session_id,
+            "prev": delta.previous_id,
+            "owner": self.local.id,
+            "stamp": list(stamp),
+            "sets": dict(delta.sets),
+            "removes": sorted(delta.removes),
+            "destroyed": delta.destroyed,
+            "expired": delta.expired,
+            "created": delta.created,
+            "mii": delta.max_inactive_interval,
+        }
+        return Outgoing("delta", payload)
+
+    # -- what other members send --------------------------------------------------------------
+
+    def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
+        """Apply a message from ``sender``; returns replies (a state transfer's batches come from :meth:`stream`)."""
+        if kind == "delta":
+            self._apply_delta(_check(payload, _DELTA), now)
+        elif kind == "access":
+            self._apply_access(_check(payload, _ACCESS), now)
+        elif kind == "sessions":
+            body = _check(payload, _SESSIONS)
+            for entry in body["sessions"]:
+                self._apply_entry(_check(entry, _ENTRY), now)
+            if body["last"] and self._transfer_donor is not None and sender.id == self._transfer_donor.id:
+                self.transfer_done = True
+                log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
+        elif kind == "want":
+            ids = _check(payload, _WANT)["ids"]
+            if ids is not None:  # on demand: these sessions, at once, in one reply
+                return [Outgoing("sessions", {"sessions": self._entries(ids, now), "last": False}, (sender,))]
+        else:
+            raise RemoteProtocolError(f"unknown replication message {kind!r}")
+        return []
+
+    def stream(self, to: MemberInfo, now_fn: Any) -> TransferStream:
+        """Everything this member holds, for ``to``, in acknowledged batches (a state transfer)."""
+        return TransferStream(self, to, self.store.ids(), now_fn)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def request_transfer(self, members: Iterable[MemberInfo]) -> list[Outgoing]:
+        """Ask one member (the first, i.e. the oldest we know) for every session, unless done."""
+        if self.transfer_done or self._transfer_donor is not None:
+            return []
+        for member in members:
+            self._transfer_donor = member
+            return [Outgoing("want", {"ids": None}, (member,))]
+        return []
+
+    def member_left(self, member: MemberInfo, others: Iterable[MemberInfo]) -> list[Outgoing]:
+        """A donor that leaves mid-transfer is replaced by another member."""
+        if self._transfer_donor is not None and member.id == self._transfer_donor.id and not self.transfer_done:
+            self._transfer_donor = None
+            return self.request_transfer(others)
+        return []
+
+    def fetch(self, session_ids: Iterable[str], targets: Iterable[MemberInfo]) -> Outgoing:
+        """Ask ``targets`` for these sessions now (a request for one not transferred yet, or failover)."""
+        return Outgoing("want", {"ids": list(session_ids)[:_MAX_IDS]}, tuple(targets))
+
+    def owner_of(self, session_id: str) -> str | None:
+        meta = self._meta.get(session_id)
+        return meta.owner if meta is not None and meta.owner else None
+
+    def is_dead(self, session_id: str) -> bool:
+        return session_id in self._tombstones
+
+    def tick(self, now: float) -> None:
+        """Forget tombstones and aliases past their horizon."""
+        for session_id in [i for i, until in self._tombstones.items() if until <= now]:
+            del self._tombstones[session_id]
+        for old in [i for i, (_, until) in self._aliases.items() if until <= now]:
+            del self._aliases[old]
+
+    # -- applying ------------------------------------------------------------------------
+
+    def _tick(self) -> Stamp:
+        self._counter += 1
+        return (self._counter, self.local.id)
+
+    def _witness(self, stamp: Stamp) -> None:
+        if stamp[0] > self._counter:
+            self._counter = stamp[0]
+
+    def _resolve(self, session_id: str) -> str:
+        alias = self._aliases.get(session_id)
+        return alias[0] if alias is not None else session_id
+
+    def _apply_delta(self, body: Mapping[str, Any], now: float) -> None:
+        stamp: Stamp = (body["stamp"][0], body["stamp"][1])
+        self._witness(stamp)
+        session_id = self._resolve(body["id"])
+        if body["prev"] is not None:
+            previous = self._resolve(body["prev"])
+            if previous in self._tombstones:
+                return
+            if self.store.peek(previous) is not None and self.store.peek(session_id) is None:
+                self.store.rename(previous, session_id)
+                if previous in self._meta:
+                    self._meta[session_id] = self._meta.pop(previous)
+            self._alias(previous, session_id, now)
+        if session_id in self._tombstones:
+            return  # ended: a late delta must not bring it back
+        if body["destroyed"]:
+            reason = DestroyReason.EXPIRED if body["expired"] else DestroyReason.INVALIDATED
+            session = self.store.drop(session_id)
+            self._bury(session_id, now)
+            if session is not None and self.notify and self.store.listeners:
+                session._id = session_id  # readable in the listener, as on the owner
+                fire(self.store.listeners, "session_destroyed", session, reason)
+                session._id = None
+            return
+        session, created = self.store.replica(session_id, now)
+        meta = self._meta.setdefault(session_id, _Meta())
+        if created and self.notify and self.store.listeners:
+            fire(self.store.listeners, "session_created", session)
+        serializer = self.store.serializer
+        for key, encoded in body["sets"].items():
+            if stamp > meta.stamps.get(key, _ZERO):
+                meta.stamps[key] = stamp
+                self._set(session, key, serializer.loads(encoded), encoded)
+        for key in body["removes"]:
+            if stamp > meta.stamps.get(key, _ZERO):
+                meta.stamps[key] = stamp
+                self._remove(session, key)
+        if body["mii"] is not None:
+            session._max_inactive_interval = None if body["mii"] == float("inf") else float(body["mii"])
+        self._touch(session, meta, body["owner"], stamp, now)
+
+    def _apply_access(self, body: Mapping[str, Any], now: float) -> None:
+        stamp: Stamp = (body["stamp"][0], body["stamp"][1])
+        self._witness(stamp)
+        session_id = self._resolve(body["id"])
+        session = self.store.peek(session_id)
+        if session is None or session_id in self._tombstones:
+            return
+        self._touch(session, self._meta.setdefault(session_id, _Meta()), body["owner"], stamp, now)
+
+    def _apply_entry(self, entry: Mapping[str, Any], now: float) -> None:
+        session_id = self._resolve(entry["id"])
+        if session_id in self._tombstones:
+            return
+        session, created = self.store.replica(session_id, now)
+        meta = self._meta.setdefault(session_id, _Meta())
+        if created and self.notify and self.store.listeners:
+            fire(self.store.listeners, "session_created", session)
+        serializer = self.store.serializer
+        for key, (encoded, raw) in entry["attrs"].items():
+            stamp: Stamp = (raw[0], raw[1])
+            self._witness(stamp)
+            if stamp > meta.stamps.get(key, _ZERO) or (created and stamp == _ZERO):
+                meta.stamps[key] = stamp
+                self._set(session, key, serializer.loads(encoded), encoded)
+        for key, raw in entry["removed"].items():
+            stamp = (raw[0], raw[1])
+            if stamp > meta.stamps.get(key, _ZERO):
+                meta.stamps[key] = stamp
+                self._remove(session, key)
+        if entry["mii"] is not None:
+            session._max_inactive_interval = None if entry["mii"] == float("inf") else float(entry["mii"])
+        owner_stamp: Stamp = (entry["owner_stamp"][0], entry["owner_stamp"][1])
+        if owner_stamp >= meta.owner_stamp:
+            meta.owner, meta.owner_stamp = entry["owner"], owner_stamp
+        # Idle time, not a timestamp: another machine's clock never enters.
+        idle = max(0.0, float(entry["idle"]))
+        if created or now - idle > (session.last_accessed or now):
+            session.last_accessed = now - idle
+        session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
+
+    def _touch(self, session: Session, meta: _Meta, owner: str, stamp: Stamp, now: float) -> None:
+        session.last_accessed = now
+        if stamp >= meta.owner_stamp:
+            meta.owner, meta.owner_stamp = owner, stamp
+        session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
+
+    def _set(self, session: Session, key: str, value: Any, encoded: bytes) -> None:
+        old = dict.get(session, key, _MISSING)
+        dict.__setitem__(session, key, value)
+        if session._read is not None and key in session._read:
+            session._read[key] = encoded  # a local reader's snapshot follows, so no false change
+        if self.notify and self.store.listeners:
+            if old is _MISSING:
+                fire(self.store.listeners, "attribute_added", session, key, value)
+            else:
+                fire(self.store.listeners, "attribute_replaced", session, key, old, value)
+
+    def _remove(self, session: Session, key: str) -> None:
+        old = dict.pop(session, key, _MISSING)
+        if session._read is not None:
+            session._read.pop(key, None)
+        if old is not _MISSING and self.notify and self.store.listeners:
+            fire(self.store.listeners, "attribute_removed", session, key, old)
+
+    def _bury(self, session_id: str, now: float) -> None:
+        self._tombstones[session_id] = now + self._horizon
+        self._meta.pop(session_id, None)
+
+    def _alias(self, old: str, new: str, now: float) -> None:
+        self._aliases[old] = (new, now + self._horizon)
+
+    def _entries(self, session_ids: Iterable[str], now: float) -> list[dict[str, Any]]:
+        entries = []
+        dumps = self.store.serializer.dumps
+        for requested in session_ids:
+            session_id = self._resolve(requested)
+            session = self.store.peek(session_id)
+            if session is None or session.last_accessed is None:
+                continue
+            meta = self._meta.get(session_id) or _Meta(owner=self.local.id)
+            try:
+                attrs = {
+                    key: [dumps(value), list(meta.stamps.get(key, _ZERO))] for key, value in list(dict.items(session))
+                }
+            except TypeError as exc:  # changed in place into something unencodable
+                log.error("session %s cannot be transferred: %s", session_id, exc)
+                continue
+            removed = {k: list(s) for k, s in meta.stamps.items() if k not in attrs}
+            entries.append(
+                {
+                    "id": session_id,
+                    "owner": meta.owner or self.local.id,
+                    "owner_stamp": list(meta.owner_stamp),
+                    "idle": max(0.0, now - session.last_accessed),
+                    "mii": session._max_inactive_interval,
+                    "attrs": attrs,
+                    "removed": removed,
+                }
+            )
+        return entries
+
+
+class TransferStream:
+    """A state transfer being sent: one batch at a time, built only when the last was acknowledged.
+
+    So the donor holds one batch of encoded sessions at a time, not a second copy
+    of its whole store (Tomcat's donor heap doubles during a transfer).
+    """
+
+    def __init__(self, manager: DeltaManager, to: MemberInfo, session_ids: list[str], now_fn: Any) -> None:
+        self.to = to
+        self._manager = manager
+        self._ids = session_ids
+        self._now = now_fn
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[Outgoing]:
+        size = self._manager.batch_size
+        for start in range(0, len(self._ids), size):
+            chunk = self._ids[start : start + size]
+            with self._manager.store.lock:
+                entries = self._manager._entries(chunk, self._now())
+            self.sent += len(entries)
+            last = start + size >= len(self._ids)
+            yield Outgoing("sessions", {"sessions": entries, "last": last}, (self.to,))
+        if not self._ids:
+            yield Outgoing("sessions", {"sessions": [], "last": True}, (self.to,))
+
+
+class _Forget(SessionListener):
+    """Drops replication metadata of sessions the store expired on its own."""
+
+    def __init__(self, manager: DeltaManager) -> None:
+        self._manager = manager
+
+    def session_destroyed(self, session: Session, reason: DestroyReason) -> None:
+        if session.id is not None:
+            self._manager._meta.pop(session.id, None)
+
+
+class _Missing:
+    __slots__ = ()
+
+
+_MISSING: Any = _Missing()
+
+
+# -- payload schemas ---------------------------------------------------------------------
+
+_STAMP = "stamp"
+_DELTA = {
+    "id": str,
+    "prev": (str, type(None)),
+    "owner": str,
+    "stamp": _STAMP,
+    "sets": "sets",
+    "removes": "keys",
+    "destroyed": bool,
+    "expired": bool,
+    "created": bool,
+    "mii": (float, int, type(None)),
+}
+_ACCESS = {"id": str, "owner": str, "stamp": _STAMP}
+_SESSIONS = {"sessions": list, "last": bool}
+_ENTRY = {
+    "id": str,
+    "owner": str,
+    "owner_stamp": _STAMP,
+    "idle": (float, int),
+    "mii": (float, int, type(None)),
+    "attrs": "attrs",
+    "removed": "removed",
+}
+_WANT = {"ids": (list, type(None))}
+
+
+def _check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Validate a replication payload field by field (peer data is never trusted)."""
+    if not isinstance(payload, dict) or set(payload) != set(schema):
+        raise RemoteProtocolError(f"replication payload must have exactly the fields {sorted(schema)}")
+    for name, kind in schema.items():
+        value = payload[name]
+        if kind == _STAMP:
+            ok = _is_stamp(value)
+        elif kind == "sets":
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes) for k, v in value.items())
+        elif kind == "keys":
+            ok = isinstance(value, list) and all(isinstance(k, str) for k in value)
+        elif kind == "attrs":
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str)
+                and isinstance(v, list)
+                and len(v) == 2
+                and isinstance(v[0], bytes)
+                and _is_stamp(v[1])
+                for k, v in value.items()
+            )
+        elif kind == "removed":
+            ok = isinstance(value, dict) and all(isinstance(k, str) and _is_stamp(v) for k, v in value.items())
+        else:
+            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if not ok:
+            raise RemoteProtocolError(f"replication field {name!r} is malformed")
+    if schema is _WANT and payload["ids"] is not None:
+        if len(payload["ids"]) > _MAX_IDS or not all(isinstance(i, str) for i in payload["ids"]):
+            raise RemoteProtocolError("replication field 'ids' is malformed")
+    return payload
+
+
+def _is_stamp(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and type(value[0]) is int
+        and value[0] >= 0
+        and isinstance(value[1], str)
+    )
