@@ -110,8 +110,10 @@ class Replicator(ClusterListener):
             return None
         same_route = [m for m in members if route is not None and m.route == route]
         if self.store.peek(session_id) is not None:
-            if route == self.member.local.route or not same_route or self.mode is SendMode.SYNC:
-                return None  # ours, its owner is gone, or every write reached us before its answer
+            if route == self.member.local.route or not same_route:
+                return None  # ours, or the member that served it last is gone (plain failover)
+            # The balancer came back to us while that member is alive: it may have writes we
+            # missed (async mode, a partition with send_failure=log). Take its copy first.
             targets = same_route
         else:
             targets = same_route or members
