@@ -175,8 +175,12 @@ class Membership:
         return self._timers.seeds
 
     def members(self) -> list[MemberInfo]:
-        """Every other member that is in the cluster now (alive or suspect), oldest first."""
-        return [peer.info for peer in self._peers.values()]
+        """Every other member that is in the cluster now (alive or suspect), oldest first.
+
+        Safe to call from another thread: the table is copied in one step (``tuple()``
+        of a dict view runs in C, under the GIL) before it is walked.
+        """
+        return [peer.info for peer in tuple(self._peers.values())]
 
     def alive(self) -> list[MemberInfo]:
         return [peer.info for peer in self._peers.values() if peer.state is MemberState.ALIVE]

@@ -42,10 +42,10 @@ from ..errors import RemoteProtocolError
 from .delta import SessionDelta
 from .listeners import DestroyReason, SessionListener, fire
 from .messages import MemberInfo
-from .session import Session
+from .session import _MISSING, Session
 from .store import SessionStore
 
-__all__ = ["DeltaManager", "Outgoing", "TransferStream"]
+__all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 
 log = logging.getLogger("replisession.replication")
 
@@ -83,11 +83,16 @@ class DeltaManager:
         notify_listeners_on_replication: bool = True,
         access_throttle: float = 60.0,
         batch_size: int = 1000,
+        batch_bytes: int = 1 << 20,
+        transfer_patience: float = 30.0,
     ) -> None:
         self.store = store
         self.local = local
         self.notify = notify_listeners_on_replication
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.transfer_patience = transfer_patience
+        self._transfer_deadline = 0.0
         self._counter = 0
         self._meta: dict[str, _Meta] = {}
         self._tombstones: dict[str, float] = {}  # id -> when it may be forgotten
@@ -122,6 +127,12 @@ class DeltaManager:
         session._grace = 0.0
         return [Outgoing("access", {"id": session_id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)]
 
+    def _age(self, session_id: str, now: float) -> float:
+        """Seconds since the session was created, so copies apply the same absolute lifetime."""
+        session = self.store.peek(session_id)
+        created = session.created_at if session is not None else None
+        return max(0.0, now - created) if created is not None else 0.0
+
     def _delta_message(self, delta: SessionDelta, now: float) -> Outgoing:
         stamp = self._tick()
         session_id = delta.session_id
@@ -146,8 +157,8 @@ class DeltaManager:
             "removes": sorted(delta.removes),
             "destroyed": delta.destroyed,
             "expired": delta.expired,
-            "created": delta.created,
             "mii": delta.max_inactive_interval,
+            "age": self._age(session_id, now),
         }
         return Outgoing("delta", payload)
 
@@ -162,7 +173,10 @@ class DeltaManager:
         elif kind == "sessions":
             body = _check(payload, _SESSIONS)
             for entry in body["sessions"]:
-                self._apply_entry(_check(entry, _ENTRY), now)
+                try:
+                    self._apply_entry(_check(entry, _ENTRY), now)
+                except (RemoteProtocolError, ValueError, TypeError) as exc:  # one bad entry, not the batch
+                    log.warning("transferred session skipped: %s", exc)
             if body["last"] and self._transfer_donor is not None and sender.id == self._transfer_donor.id:
                 self.transfer_done = True
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
@@ -180,32 +194,38 @@ class DeltaManager:
 
     # -- membership ------------------------------------------------------------------------
 
-    def request_transfer(self, members: Iterable[MemberInfo]) -> list[Outgoing]:
-        """Ask one member (the first, i.e. the oldest we know) for every session, unless done."""
+    def request_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
+        """Ask one member (the first of ``members``) for every session, unless done or under way."""
         if self.transfer_done or self._transfer_donor is not None:
             return []
         for member in members:
             self._transfer_donor = member
+            self._transfer_deadline = now + self.transfer_patience
             return [Outgoing("want", {"ids": None}, (member,))]
         return []
 
-    def member_left(self, member: MemberInfo, others: Iterable[MemberInfo]) -> list[Outgoing]:
+    def retry_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
+        """A transfer that has not finished in ``transfer_patience`` is asked for again
+        (the donor's stream may have failed: too slow a joiner, a lost connection)."""
+        if self.transfer_done or self._transfer_donor is None or now < self._transfer_deadline:
+            return []
+        log.warning("state transfer from %s did not complete; asking again", self._transfer_donor)
+        self._transfer_donor = None
+        return self.request_transfer(members, now)
+
+    def member_left(self, member: MemberInfo, others: Iterable[MemberInfo], now: float) -> list[Outgoing]:
         """A donor that leaves mid-transfer is replaced by another member."""
         if self._transfer_donor is not None and member.id == self._transfer_donor.id and not self.transfer_done:
             self._transfer_donor = None
-            return self.request_transfer(others)
+            return self.request_transfer(others, now)
         return []
 
     def fetch(self, session_ids: Iterable[str], targets: Iterable[MemberInfo]) -> Outgoing:
         """Ask ``targets`` for these sessions now (a request for one not transferred yet, or failover)."""
         return Outgoing("want", {"ids": list(session_ids)[:_MAX_IDS]}, tuple(targets))
 
-    def owner_of(self, session_id: str) -> str | None:
-        meta = self._meta.get(session_id)
-        return meta.owner if meta is not None and meta.owner else None
-
     def is_dead(self, session_id: str) -> bool:
-        return session_id in self._tombstones
+        return self._resolve(session_id) in self._tombstones
 
     def tick(self, now: float) -> None:
         """Forget tombstones and aliases past their horizon."""
@@ -225,22 +245,36 @@ class DeltaManager:
             self._counter = stamp[0]
 
     def _resolve(self, session_id: str) -> str:
-        alias = self._aliases.get(session_id)
-        return alias[0] if alias is not None else session_id
+        for _ in range(8):  # an id rotated several times: follow the chain, boundedly
+            alias = self._aliases.get(session_id)
+            successor = alias[0] if alias is not None else self.store.retired.get(session_id)
+            if successor is None:
+                break
+            session_id = successor
+        return session_id
 
     def _apply_delta(self, body: Mapping[str, Any], now: float) -> None:
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
         self._witness(stamp)
+        # Decode everything before changing anything: a value this member cannot read
+        # (an unregistered type during a rolling deploy) must not leave half a delta applied.
+        loads = self.store.serializer.loads
+        values = {key: loads(encoded) for key, encoded in body["sets"].items()}
         session_id = self._resolve(body["id"])
         if body["prev"] is not None:
             previous = self._resolve(body["prev"])
             if previous in self._tombstones:
                 return
-            if self.store.peek(previous) is not None and self.store.peek(session_id) is None:
-                self.store.rename(previous, session_id)
-                if previous in self._meta:
-                    self._meta[session_id] = self._meta.pop(previous)
-            self._alias(previous, session_id, now)
+            if previous != session_id:
+                old = self.store.peek(previous)
+                if old is not None and self.store.peek(session_id) is None:
+                    self.store.rename(previous, session_id)
+                    if previous in self._meta:
+                        self._meta[session_id] = self._meta.pop(previous)
+                elif old is not None:
+                    self.store.drop(previous)  # both copies exist: the new id's wins
+                    self._meta.pop(previous, None)
+                self._alias(previous, session_id, now)
         if session_id in self._tombstones:
             return  # ended: a late delta must not bring it back
         if body["destroyed"]:
@@ -252,15 +286,20 @@ class DeltaManager:
                 fire(self.store.listeners, "session_destroyed", session, reason)
                 session._id = None
             return
+        if self.store.peek(session_id) is None and not values:
+            # Nothing to hold yet (a rotation or removal for a session not transferred
+            # here): an empty copy would only be mistaken for an emptied session.
+            return
         session, created = self.store.replica(session_id, now)
         meta = self._meta.setdefault(session_id, _Meta())
-        if created and self.notify and self.store.listeners:
-            fire(self.store.listeners, "session_created", session)
-        serializer = self.store.serializer
+        if created:
+            session.created_at = now - body["age"]
+            if self.notify and self.store.listeners:
+                fire(self.store.listeners, "session_created", session)
         for key, encoded in body["sets"].items():
             if stamp > meta.stamps.get(key, _ZERO):
                 meta.stamps[key] = stamp
-                self._set(session, key, serializer.loads(encoded), encoded)
+                self._set(session, key, values[key], encoded)
         for key in body["removes"]:
             if stamp > meta.stamps.get(key, _ZERO):
                 meta.stamps[key] = stamp
@@ -282,17 +321,20 @@ class DeltaManager:
         session_id = self._resolve(entry["id"])
         if session_id in self._tombstones:
             return
+        loads = self.store.serializer.loads
+        values = {key: loads(encoded) for key, (encoded, _) in entry["attrs"].items()}
         session, created = self.store.replica(session_id, now)
         meta = self._meta.setdefault(session_id, _Meta())
-        if created and self.notify and self.store.listeners:
-            fire(self.store.listeners, "session_created", session)
-        serializer = self.store.serializer
+        if created:
+            session.created_at = now - entry["age"]
+            if self.notify and self.store.listeners:
+                fire(self.store.listeners, "session_created", session)
         for key, (encoded, raw) in entry["attrs"].items():
             stamp: Stamp = (raw[0], raw[1])
             self._witness(stamp)
             if stamp > meta.stamps.get(key, _ZERO) or (created and stamp == _ZERO):
                 meta.stamps[key] = stamp
-                self._set(session, key, serializer.loads(encoded), encoded)
+                self._set(session, key, values[key], encoded)
         for key, raw in entry["removed"].items():
             stamp = (raw[0], raw[1])
             if stamp > meta.stamps.get(key, _ZERO):
@@ -363,6 +405,7 @@ class DeltaManager:
                     "owner": meta.owner or self.local.id,
                     "owner_stamp": list(meta.owner_stamp),
                     "idle": max(0.0, now - session.last_accessed),
+                    "age": self._age(session_id, now),
                     "mii": session._max_inactive_interval,
                     "attrs": attrs,
                     "removed": removed,
@@ -384,18 +427,27 @@ class TransferStream:
         self._ids = session_ids
         self._now = now_fn
         self.sent = 0
+        self.finished = False
 
     def __iter__(self) -> Iterator[Outgoing]:
-        size = self._manager.batch_size
-        for start in range(0, len(self._ids), size):
-            chunk = self._ids[start : start + size]
-            with self._manager.store.lock:
-                entries = self._manager._entries(chunk, self._now())
-            self.sent += len(entries)
-            last = start + size >= len(self._ids)
-            yield Outgoing("sessions", {"sessions": entries, "last": last}, (self.to,))
+        manager = self._manager
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for position, session_id in enumerate(self._ids, 1):
+            with manager.store.lock:  # one session at a time: requests are never held up long
+                entries = manager._entries((session_id,), self._now())
+            for entry in entries:
+                batch.append(entry)
+                size += sum(len(value) for value, _ in entry["attrs"].values()) + 128
+            last = position == len(self._ids)
+            # A batch ends at batch_size sessions or batch_bytes, so it always fits a frame.
+            if last or len(batch) >= manager.batch_size or size >= manager.batch_bytes:
+                self.sent += len(batch)
+                yield Outgoing("sessions", {"sessions": batch, "last": last}, (self.to,))
+                batch, size = [], 0
         if not self._ids:
             yield Outgoing("sessions", {"sessions": [], "last": True}, (self.to,))
+        self.finished = True
 
 
 class _Forget(SessionListener):
@@ -407,13 +459,6 @@ class _Forget(SessionListener):
     def session_destroyed(self, session: Session, reason: DestroyReason) -> None:
         if session.id is not None:
             self._manager._meta.pop(session.id, None)
-
-
-class _Missing:
-    __slots__ = ()
-
-
-_MISSING: Any = _Missing()
 
 
 # -- payload schemas ---------------------------------------------------------------------
@@ -428,8 +473,8 @@ _DELTA = {
     "removes": "keys",
     "destroyed": bool,
     "expired": bool,
-    "created": bool,
-    "mii": (float, int, type(None)),
+    "mii": "seconds?",
+    "age": "seconds",
 }
 _ACCESS = {"id": str, "owner": str, "stamp": _STAMP}
 _SESSIONS = {"sessions": list, "last": bool}
@@ -437,8 +482,9 @@ _ENTRY = {
     "id": str,
     "owner": str,
     "owner_stamp": _STAMP,
-    "idle": (float, int),
-    "mii": (float, int, type(None)),
+    "idle": "seconds",
+    "age": "seconds",
+    "mii": "seconds?",
     "attrs": "attrs",
     "removed": "removed",
 }
@@ -466,6 +512,11 @@ def _check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
                 and _is_stamp(v[1])
                 for k, v in value.items()
             )
+        elif kind in ("seconds", "seconds?"):
+            # Finite and >= 0 (inf: "no limit" for mii); NaN would never expire.
+            ok = (value is None and kind == "seconds?") or (
+                isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
+            )
         elif kind == "removed":
             ok = isinstance(value, dict) and all(isinstance(k, str) and _is_stamp(v) for k, v in value.items())
         else:
@@ -486,3 +537,8 @@ def _is_stamp(value: Any) -> bool:
         and value[0] >= 0
         and isinstance(value[1], str)
     )
+
+
+def check_want(payload: Any) -> Mapping[str, Any]:
+    """Validate a ``want`` request (the node reads it before streaming a transfer)."""
+    return _check(payload, _WANT)

@@ -33,6 +33,7 @@ __all__ = ["SessionPolicy", "SessionStore"]
 log = logging.getLogger("replisession.store")
 
 ChangeSink = Callable[[SessionDelta], None]
+_MAX_RETIRED = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,9 @@ class SessionStore:
         self._id_factory = id_factory
         self._sessions: dict[str, Session] = {}
         self.change_sink: ChangeSink | None = None
+        # Ids this store rotated away, with their successors: replication must never
+        # recreate a retired id from a late message (session fixation), only follow it.
+        self.retired: dict[str, str] = {}
 
     # -- introspection -------------------------------------------------------------------
 
@@ -153,7 +157,9 @@ class SessionStore:
             session_id = session._id
             if session_id is None or self._sessions.get(session_id) is not session:
                 return None  # never written, invalidated, or ended by a concurrent request
-            if not dict.__len__(session):  # emptied: nothing to keep (as Flask and Starlette)
+            if not dict.__len__(session) and session.modified:
+                # Emptied by a request: nothing to keep (as Flask and Starlette). An empty
+                # copy that replication has not filled yet is not "emptied".
                 return self._remove(session, DestroyReason.INVALIDATED)
             if session.accessed:
                 session.last_accessed = now
@@ -200,6 +206,9 @@ class SessionStore:
             self._sessions[new_id] = session
             del self._sessions[old_id]
             session._id = new_id
+            self.retired[old_id] = new_id
+            if len(self.retired) > _MAX_RETIRED:
+                del self.retired[next(iter(self.retired))]
             if session._previous_id is None and not session._was_created:
                 session._previous_id = old_id  # replicas know the session by its id at the last delta
             return new_id

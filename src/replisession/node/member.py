@@ -86,6 +86,8 @@ class ClusterMember:
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        #: Called on the member thread with our identity once bound, before any peer is heard.
+        self.on_bound: Callable[[MemberInfo], None] | None = None
 
     # -- lifecycle (any thread) ----------------------------------------------------------------
 
@@ -99,8 +101,12 @@ class ClusterMember:
         return self._loop_thread.running and not self._stopped
 
     def start(self, timeout: float = 10.0) -> MemberInfo:
-        """Bind the peer channel and start taking part; returns this member's identity."""
+        """Bind the peer channel and start taking part; returns this member's identity.
+
+        Every start is a new incarnation: peers remember a stopped one as gone for good.
+        """
         self._stopped = False
+        self.incarnation = secrets.token_hex(16)
         self._loop_thread.start()
         try:
             return self._loop_thread.submit(self._start()).result(timeout)
@@ -123,7 +129,7 @@ class ClusterMember:
     def members(self) -> list[MemberInfo]:
         """The other members, as this member sees them (thread-safe snapshot)."""
         membership = self._membership
-        return list(membership.members()) if membership is not None else []
+        return membership.members() if membership is not None else []
 
     def on(self, kind: str, handler: Handler) -> None:
         """Handle DATA of ``kind`` (called on the member thread)."""
@@ -176,6 +182,8 @@ class ClusterMember:
             heartbeat_interval=config.heartbeat_interval,
             drop_time=config.drop_time,
         )
+        if self.on_bound is not None:
+            self.on_bound(local)  # still before any await: no peer can be handled before it
         if config.multicast is not None:
             self._multicast = MulticastDiscovery(
                 config,
@@ -197,9 +205,13 @@ class ClusterMember:
         if self._multicast is not None:
             await self._multicast.stop()
         if self._transport is not None:
-            for member in self.members():
-                await asyncio.wait_for(self._transport.wait_writable(member.id), self.config.send_timeout)
-            await self._transport.close()
+            transport = self._transport
+            drains = [transport.wait_writable(member.id) for member in self.members()]
+            try:  # let the LEAVEs go out, within bounds
+                await asyncio.wait_for(asyncio.gather(*drains), self.config.send_timeout)
+            except (TimeoutError, OSError):
+                log.warning("some members were not told that this member leaves")
+            await transport.close()
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()
@@ -210,9 +222,12 @@ class ClusterMember:
         while True:
             now = self.clock()
             assert self._membership is not None
-            self._apply(self._membership.tick(now))
-            for outcome in self.channel.tick(now):
-                self._complete(outcome)
+            try:
+                self._apply(self._membership.tick(now))
+                for outcome in self.channel.tick(now):
+                    self._complete(outcome)
+            except Exception:  # heartbeats and timeouts must outlive a bug
+                log.exception("cluster member tick failed")
             await asyncio.sleep(interval)
 
     async def _send(

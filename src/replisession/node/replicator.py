@@ -21,7 +21,7 @@ from ..cluster_config import ClusterConfig
 from ..core.channel import SendOutcome
 from ..core.delta import SessionDelta
 from ..core.messages import MemberInfo, SendMode
-from ..core.replication import DeltaManager, Outgoing
+from ..core.replication import DeltaManager, Outgoing, check_want
 from ..core.session import Session
 from ..core.store import SessionStore
 from .member import ClusterListener, ClusterMember
@@ -50,15 +50,36 @@ class Replicator(ClusterListener):
         self.mode = _MODES[config.send_mode]
         self.fail_on_timeout = config.send_failure == "fail"
         self.manager: DeltaManager | None = None
+        # The last delta sent per session: a request whose own write went out with a
+        # concurrent request's release must still wait for it (parallel XHRs).
+        self._in_flight: dict[str, concurrent.futures.Future[SendOutcome]] = {}
         member.listeners.append(self)
-
-    def start(self) -> None:
-        """After the member started (its identity is known): begin replicating."""
-        self.manager = DeltaManager(
-            self.store, self.member.local, notify_listeners_on_replication=self.config.notify_listeners_on_replication
-        )
+        member.on_bound = self._attach
         for kind in _KINDS:
-            self.member.on(kind, self._handler(kind))
+            member.on(kind, self._handler(kind))
+
+    def _attach(self, local: MemberInfo) -> None:
+        """On the member thread, once bound and before it dials or answers anyone."""
+        if self.manager is None:
+            self.manager = DeltaManager(
+                self.store, local, notify_listeners_on_replication=self.config.notify_listeners_on_replication
+            )
+        else:  # a restart: same sessions and stamps, new identity
+            self.manager.local = local
+            self.manager.transfer_done = False
+            self.manager._transfer_donor = None
+
+    def tick(self) -> None:
+        """From the node's timer: forget old tombstones, retry a stalled state transfer."""
+        manager = self.manager
+        if manager is None:
+            return
+        now = self.clock()
+        with self.store.lock:
+            manager.tick(now)
+            outgoing = manager.retry_transfer(self.member.members(), now)
+        for message in outgoing:
+            self._send(message, track=False)
 
     # -- the request path (request threads) ---------------------------------------------------
 
@@ -72,11 +93,26 @@ class Replicator(ClusterListener):
             return
         with self.store.lock:
             outgoing = manager.replicate(delta, self.clock())
-        self._send(outgoing)
+        future = self._send(outgoing)
+        if delta.destroyed:
+            self._in_flight.pop(delta.session_id, None)
+        else:
+            self._in_flight[delta.session_id] = future
+            if len(self._in_flight) > 4096:  # completed ones only matter while in flight
+                for session_id in [i for i, f in self._in_flight.items() if f.done()]:
+                    del self._in_flight[session_id]
 
     def accessed(self, session: Session) -> None:
+        """A request ended without a delta of its own: a throttled notice, and its
+        writes that a concurrent request's release carried are still waited for."""
         manager = self.manager
-        if manager is None:
+        if manager is None or session.id is None:
+            return
+        in_flight = self._in_flight.get(session.id)
+        pending = _pending.get()
+        if in_flight is not None and not in_flight.done() and pending is not None and session.modified:
+            pending.append(in_flight)
+        if not session.accessed:
             return
         with self.store.lock:
             outgoing = manager.accessed(session, self.clock())
@@ -89,12 +125,18 @@ class Replicator(ClusterListener):
         _pending.set(None)
         return futures if self.mode is not SendMode.ASYNC else []
 
-    def failed(self, outcomes: Iterable[SendOutcome]) -> bool:
+    def failed(self, outcomes: Iterable[SendOutcome | BaseException]) -> bool:
         """Log what did not reach every member in time; True when the request must fail (503)."""
-        failures = [failure for outcome in outcomes for failure in outcome.failures()]
-        for member, status, detail in failures:
-            log.warning("replication to %s: %s %s", member, status.value, detail)
-        return bool(failures) and self.fail_on_timeout
+        failed = False
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                log.warning("replication send failed: %r", outcome)
+                failed = True
+                continue
+            for member, status, detail in outcome.failures():
+                log.warning("replication to %s: %s %s", member, status.value, detail)
+                failed = True
+        return failed and self.fail_on_timeout
 
     def fetch(self, session_id: str, route: str | None) -> concurrent.futures.Future[SendOutcome] | None:
         """Ask for a session this member lacks, or may hold stale; None when nobody can help.
@@ -125,14 +167,14 @@ class Replicator(ClusterListener):
     def member_joined(self, member: MemberInfo) -> None:
         if self.manager is not None:
             with self.store.lock:
-                outgoing = self.manager.request_transfer([member])
+                outgoing = self.manager.request_transfer([member], self.clock())
             for message in outgoing:
                 self._send(message, track=False)
 
     def member_left(self, member: MemberInfo, reason: str) -> None:
         if self.manager is not None:
             with self.store.lock:
-                outgoing = self.manager.member_left(member, self.member.members())
+                outgoing = self.manager.member_left(member, self.member.members(), self.clock())
             for message in outgoing:
                 self._send(message, track=False)
 
@@ -141,8 +183,8 @@ class Replicator(ClusterListener):
     def _handler(self, kind: str) -> Callable[[MemberInfo, Any], Iterable[tuple[str, Any]] | None]:
         def handle(sender: MemberInfo, payload: Any) -> Iterable[tuple[str, Any]] | None:
             manager = self.manager
-            assert manager is not None
-            if kind == "want" and isinstance(payload, dict) and payload.get("ids", 0) is None:
+            assert manager is not None  # attached before the member dials or answers
+            if kind == "want" and check_want(payload)["ids"] is None:
                 self._stream_to(sender)
                 return None
             with self.store.lock:
@@ -159,15 +201,20 @@ class Replicator(ClusterListener):
         started = time.monotonic()
 
         future = self.member.stream((message.kind, message.payload, member) for message in stream)
-        future.add_done_callback(
-            lambda f: log.info(
-                "state transfer to %s: %d sessions in %.3fs", member, stream.sent, time.monotonic() - started
-            )
-        )
 
-    def _send(self, message: Outgoing, *, track: bool = True) -> None:
+        def report(done: concurrent.futures.Future[int]) -> None:
+            elapsed = time.monotonic() - started
+            if done.cancelled() or done.exception() is not None or not stream.finished:
+                log.warning("state transfer to %s stopped after %d sessions (%.3fs)", member, stream.sent, elapsed)
+            else:
+                log.info("state transfer to %s: %d sessions in %.3fs", member, stream.sent, elapsed)
+
+        future.add_done_callback(report)
+
+    def _send(self, message: Outgoing, *, track: bool = True) -> concurrent.futures.Future[SendOutcome]:
         mode = self.mode if message.wait else SendMode.ASYNC
         future = self.member.send(message.kind, message.payload, mode, message.targets)
         pending = _pending.get()
         if track and message.wait and pending is not None:
             pending.append(future)
+        return future

@@ -69,6 +69,9 @@ class Node:
         if cluster is not None and cluster.enabled:
             self.member = ClusterMember(cluster, listeners=cluster_listeners)
             self.replicator = Replicator(self.store, self.member, cluster, clock)
+        # A fork (gunicorn --preload, a respawned worker) inherits no threads and maybe a
+        # held lock: the child starts afresh, as a new incarnation, on its first use.
+        os.register_at_fork(after_in_child=self._after_fork)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -83,9 +86,8 @@ class Node:
         with self._start_lock:
             if self.running:
                 return
-            if self.member is not None and self.replicator is not None:
-                self.member.start()
-                self.replicator.start()
+            if self.member is not None:
+                self.member.start()  # the replicator attaches while it binds, before it joins
                 self.store.change_sink = self._publish  # track changes: they replicate
                 atexit.register(self.stop)  # leave gracefully even without a lifespan
             self._stopping = threading.Event()
@@ -96,6 +98,9 @@ class Node:
     def stop(self) -> None:
         """Leave the cluster gracefully and stop the timer."""
         if self.member is not None:
+            atexit.unregister(self.stop)
+            if not self._delta_listeners:
+                self.store.change_sink = None  # nothing consumes changes until the next start
             self.member.stop()
         if not self.running:
             self._timer = None
@@ -104,6 +109,15 @@ class Node:
         self._stopping.set()
         self._timer.join(timeout=5)
         self._timer = None
+
+    def _after_fork(self) -> None:
+        self.store._lock = threading.RLock()
+        self._start_lock = threading.Lock()
+        self._timer = None
+        if self.member is not None and self.cluster is not None:
+            listeners = [listener for listener in self.member.listeners if listener is not self.replicator]
+            self.member = ClusterMember(self.cluster, listeners=listeners)
+            self.replicator = Replicator(self.store, self.member, self.cluster, self.clock)
 
     @property
     def running(self) -> bool:
@@ -134,6 +148,8 @@ class Node:
 
     def sweep(self) -> int:
         expired = self.store.sweep(self.clock())
+        if self.replicator is not None:
+            self.replicator.tick()
         if expired:
             log.debug("expired %d idle sessions", expired)
         return expired

@@ -18,12 +18,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import TooManySessionsError
 from .cookie import cookie_values
-from .front import Fetch, RequestSession, SessionAdapter
+from .front import NOT_REPLICATED, TOO_MANY_SESSIONS, Fetch, RequestSession, SessionAdapter
 
 __all__ = ["SessionMiddleware"]
-
-_503_BODY = b"503 Service Unavailable: the server holds too many sessions; try again later.\n"
-_UNREPLICATED = b"503 Service Unavailable: the session change did not reach every cluster member in time.\n"
 
 
 class SessionMiddleware(SessionAdapter):
@@ -73,7 +70,7 @@ class SessionMiddleware(SessionAdapter):
                 replication = self.front.replication()
                 if replication is not None and replication.failed(await replication.outcomes_async()):
                     refused = True  # send_failure=fail: the write is not acknowledged
-                    await _send_503(send, _UNREPLICATED)
+                    await _send_503(send, NOT_REPLICATED)
                     return
                 headers = message["headers"] = list(message.get("headers", ()))
                 if vary:
@@ -129,7 +126,7 @@ def _add_vary_cookie(headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((b"vary", b"Cookie"))
 
 
-async def _send_503(send: Send, body: bytes = _503_BODY) -> None:
+async def _send_503(send: Send, body: bytes = TOO_MANY_SESSIONS) -> None:
     await send(
         {
             "type": "http.response.start",

@@ -32,7 +32,7 @@ from ..core.session import Session
 from ..errors import TooManySessionsError
 from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec
-from .front import CookieAction, Fetch, RequestSession, SessionFront, build_node
+from .front import NOT_REPLICATED, TOO_MANY_SESSIONS, CookieAction, Fetch, RequestSession, SessionFront, build_node
 
 if TYPE_CHECKING:
     from flask.wrappers import Request, Response
@@ -228,8 +228,8 @@ def _flask_static_prefix(app: flask.Flask) -> str:
     return f"{prefix}/" if app.has_static_folder and prefix else ""
 
 
-_503_BODY = "503 Service Unavailable: the server holds too many sessions; try again later.\n"
-_UNREPLICATED = "503 Service Unavailable: the session change did not reach every cluster member in time.\n"
+_503_BODY = TOO_MANY_SESSIONS.decode()
+_UNREPLICATED = NOT_REPLICATED.decode()
 _503_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "60"}
 
 

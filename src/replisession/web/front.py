@@ -35,6 +35,10 @@ __all__ = ["CookieAction", "Fetch", "Replication", "RequestSession", "SessionAda
 
 log = logging.getLogger("replisession.web")
 
+#: The bodies of the two 503 answers every adapter gives.
+TOO_MANY_SESSIONS = b"503 Service Unavailable: the server holds too many sessions; try again later.\n"
+NOT_REPLICATED = b"503 Service Unavailable: the session change did not reach every cluster member in time.\n"
+
 
 class CookieAction(enum.Enum):
     NONE = "none"
@@ -74,21 +78,27 @@ class Replication:
     node: Node
 
     def outcomes(self) -> list[Any]:
-        results = []
+        """Every send's outcome; a send that raised or did not finish in time is an exception."""
+        results: list[Any] = []
         for future in self.futures:
             try:
                 results.append(future.result(self.timeout))
-            except Exception as exc:
-                log.warning("replication did not complete: %r", exc)
+            except Exception as exc:  # timed out, cancelled, or failed to send at all
+                results.append(exc)
         return results
 
     async def outcomes_async(self) -> list[Any]:
         waited = [asyncio.wrap_future(f) for f in self.futures]
-        done = await asyncio.wait_for(asyncio.gather(*waited, return_exceptions=True), self.timeout)
-        return [outcome for outcome in done if not isinstance(outcome, BaseException)]
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*waited, return_exceptions=True), self.timeout))
+        except TimeoutError as exc:
+            return [exc]
 
     def failed(self, outcomes: list[Any]) -> bool:
-        """True when the response must be a 503 (``send_failure=fail`` and a member missed it)."""
+        """True when the response must be a 503 (``send_failure=fail`` and a member missed it).
+
+        A send that raised (too large a frame, a member stopping) counts as not replicated.
+        """
         replicator = self.node.replicator
         return replicator is not None and replicator.failed(outcomes)
 
@@ -119,14 +129,23 @@ class SessionFront:
         return session
 
     def open(
-        self, path: str, cookie_values: list[str], codec: SessionCookieCodec | None = None
-    ) -> RequestSession | None:
-        """The request's session, or None when the valve filters the URL."""
+        self,
+        path: str,
+        cookie_values: list[str],
+        codec: SessionCookieCodec | None = None,
+        *,
+        fetched: bool = False,
+    ) -> RequestSession | Fetch | None:
+        """The request's session; None when the valve filters the URL; a :class:`Fetch` to
+        wait for (then call again with ``fetched=True``) when another member has it."""
         if self.valve.is_static(path):
             return None
         node = self.node
         if not node.running:
             node.start()
+        replicator = node.replicator
+        if replicator is not None and not fetched:
+            replicator.begin()
         codec = codec or self.codec
         assert codec is not None, "a front without a codec of its own needs one per request"
         for value in cookie_values:
@@ -134,6 +153,10 @@ class SessionFront:
             if decoded is None:
                 log.debug("session cookie ignored: bad or foreign signature")
                 continue
+            if replicator is not None and not fetched:
+                future = replicator.fetch(decoded.session_id, decoded.route)
+                if future is not None:
+                    return Fetch(future, replicator.config.send_timeout)
             session = node.load(decoded.session_id)
             if session is not None:
                 return RequestSession(session, decoded.session_id, decoded.route, decoded.current_key, True)

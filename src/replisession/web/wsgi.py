@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.session import AccessTrackingSession
 from ..errors import TooManySessionsError
 from .cookie import cookie_values
-from .front import Fetch, RequestSession, SessionAdapter, SessionFront
+from .front import NOT_REPLICATED, TOO_MANY_SESSIONS, Fetch, RequestSession, SessionAdapter, SessionFront
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -21,13 +21,11 @@ if TYPE_CHECKING:
 __all__ = ["ENVIRON_KEY", "SessionMiddleware"]
 
 ENVIRON_KEY = "replisession.session"
-_503_BODY = b"503 Service Unavailable: the server holds too many sessions; try again later.\n"
 _503_STATUS = "503 Service Unavailable"
-_503_HEADERS = (
-    ("Content-Type", "text/plain; charset=utf-8"),
-    ("Content-Length", str(len(_503_BODY))),
-    ("Retry-After", "60"),
-)
+
+
+def _503_headers(body: bytes) -> list[tuple[str, str]]:
+    return [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), ("Retry-After", "60")]
 
 
 class SessionMiddleware(SessionAdapter):
@@ -52,20 +50,20 @@ class SessionMiddleware(SessionAdapter):
             environ[ENVIRON_KEY] = self.front.static_session()
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         environ[ENVIRON_KEY] = held.session
-        state = {"started": False, "refused": False}
+        state: dict[str, Any] = {"started": False, "refused": None}  # refused: the 503 body sent instead
 
         def session_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             state["started"] = True
             if held.session._refused:
                 # The app (or its own error handling) answered after a refused new session.
-                state["refused"] = True
+                state["refused"] = TOO_MANY_SESSIONS
                 self.front.close(held)
-                return start_response(_503_STATUS, list(_503_HEADERS), exc_info)
+                return start_response(_503_STATUS, _503_headers(TOO_MANY_SESSIONS), exc_info)
             vary, set_cookie = self.response_cookie(held)
             replication = self.front.replication()
             if replication is not None and replication.failed(replication.outcomes()):
-                state["refused"] = True  # send_failure=fail: the write is not acknowledged
-                return start_response(_503_STATUS, list(_503_HEADERS), exc_info)
+                state["refused"] = NOT_REPLICATED  # send_failure=fail: the write is not acknowledged
+                return start_response(_503_STATUS, _503_headers(NOT_REPLICATED), exc_info)
             headers = list(headers)
             if vary:
                 _add_vary_cookie(headers)
@@ -80,27 +78,35 @@ class SessionMiddleware(SessionAdapter):
             if state["started"] and not state["refused"]:
                 raise
             if not state["started"]:
-                start_response(_503_STATUS, list(_503_HEADERS))
-            return [_503_BODY]
+                start_response(_503_STATUS, _503_headers(TOO_MANY_SESSIONS))
+            return [state["refused"] or TOO_MANY_SESSIONS]
         except BaseException:
             self.front.close(held)
             raise
         if state["refused"]:
             _close_result(result)
-            return [_503_BODY]
-        return _Closing(result, held, self.front)
+            return [state["refused"]]
+        return _Closing(result, held, self.front, state)
 
 
 class _Closing:
     """Passes the app's body through and releases the session if start_response never ran."""
 
-    def __init__(self, result: Iterable[bytes], held: RequestSession, front: SessionFront) -> None:
+    def __init__(
+        self, result: Iterable[bytes], held: RequestSession, front: SessionFront, state: dict[str, Any]
+    ) -> None:
         self._result = result
         self._held = held
         self._front = front
+        self._state = state
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._result)
+        for chunk in self._result:
+            refused = self._state["refused"]
+            if refused:  # start_response ran during iteration and answered 503 instead
+                yield refused
+                return
+            yield chunk
 
     def close(self) -> None:
         try:
