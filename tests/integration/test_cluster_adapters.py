@@ -148,3 +148,49 @@ def test_a_public_listen_address_needs_a_cluster_secret(monkeypatch: pytest.Monk
     monkeypatch.delenv("REPLISESSION_CLUSTER_SECRET", raising=False)
     with pytest.raises(ConfigError, match="REPLISESSION_CLUSTER_SECRET"):
         SessionMiddleware(asgi_app(), secret_key=SECRET)
+
+
+def pair(cluster_env: Any, stoppers: list[Callable[[], None]], **extra: str) -> tuple[Any, Any]:
+    cluster_env("node1", port=cluster_env.seed_port, **extra)
+    first = SessionMiddleware(asgi_app(), secret_key=SECRET)
+    cluster_env("node2", **extra)
+    second = SessionMiddleware(asgi_app(), secret_key=SECRET)
+    stoppers.extend([first.node.stop, second.node.stop])
+    first.node.start()
+    second.node.start()
+    eventually(lambda: routes(first) == {"node2"} and routes(second) == {"node1"})
+    return first, second
+
+
+def test_sync_mode_answers_only_after_every_member_applied_the_change(
+    cluster_env: Any, stoppers: list[Callable[[], None]]
+) -> None:
+    first, second = pair(cluster_env, stoppers)
+    for expected in ("1", "2", "3"):
+        response = TestClient(first).get(
+            "/", headers={"Cookie": f"JSESSIONID={cookie_of(first)}"} if expected != "1" else {}
+        )
+        assert response.text == expected
+        # The response is out: the other member already holds the write.
+        (session_id,) = first.node.store.ids()
+        assert second.node.store.peek(session_id) == {"hits": int(expected)}
+
+
+def cookie_of(middleware: Any) -> str:
+    (session_id,) = middleware.node.store.ids()
+    return str(middleware.front.codec.encode(session_id))
+
+
+@pytest.mark.parametrize(("failure", "status"), [("log", 200), ("fail", 503)])
+def test_a_member_that_does_not_answer_in_time(
+    cluster_env: Any, stoppers: list[Callable[[], None]], failure: str, status: int
+) -> None:
+    first, second = pair(cluster_env, stoppers, send_failure=failure, send_timeout="0.3")
+    # Stall the second member's event loop, as a SIGSTOP or a long GC pause would.
+    second.node.member._loop_thread.loop.call_soon_threadsafe(time.sleep, 1.0)
+    response = TestClient(first).get("/")
+    assert response.status_code == status
+    if status == 503:
+        assert (
+            response.text == "503 Service Unavailable: the session change did not reach every cluster member in time.\n"
+        )
