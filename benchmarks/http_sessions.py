@@ -16,31 +16,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import importlib.metadata
 import importlib.util
 import json
-import os
-import platform
-import re
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+
+from _harness import (
+    BENCH_DIR,
+    HOST,
+    ensure_wrk,
+    exit_on_sigterm,
+    free_port,
+    http_request,
+    run_wrk,
+    running,
+    uvicorn_command,
+)
+from _harness import environment as _environment
+
 RESULTS_FILE = BENCH_DIR / "results" / "http_sessions.json"
-HOST = "127.0.0.1"  # loopback only
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
 COOKIE_NOTE = (
     "Cookie sessions (starlette, flask) send a new cookie on every response; wrk resends the first one, "
@@ -70,82 +71,12 @@ FLASK_BASELINE = "flask_cookie"
 TARGETS = (("asgi_replisession", "asgi_starlette"), ("flask_replisession", "flask_cookie"))
 
 
-@dataclass(frozen=True, slots=True)
-class WrkResult:
-    requests_per_s: float
-    requests: int
-    latency_avg_us: float | None
-    errors: int  # socket errors plus non-2xx/3xx responses
-
-
-# -- wrk ---------------------------------------------------------------------------------
-
-
-def ensure_wrk() -> str:
-    """The path of wrk, installing Debian's package first if it is missing."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("wrk not found: installing it with apt-get", flush=True)
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
-    found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("wrk is still missing after apt-get install; install it by hand")
-    return found
-
-
-_LATENCY = re.compile(r"^\s*Latency\s+([\d.]+)(us|ms|s)\b", re.MULTILINE)
-_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6}
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    total = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
-    if rps is None or total is None:
-        raise RuntimeError(f"cannot parse wrk's output:\n{output}")
-    latency = _LATENCY.search(output)
-    errors = 0
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if socket_errors:
-        errors += sum(int(n) for n in socket_errors.groups())
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if non_2xx:
-        errors += int(non_2xx.group(1))
-    return WrkResult(
-        requests_per_s=float(rps.group(1)),
-        requests=int(total.group(1)),
-        latency_avg_us=float(latency.group(1)) * _UNITS_US[latency.group(2)] if latency else None,
-        errors=errors,
-    )
-
-
-def run_wrk(wrk: str, port: int, cookie: str | None, connections: int, seconds: int) -> WrkResult:
-    headers = ["-H", f"Cookie: {cookie}"] if cookie else []
-    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", *headers, f"http://{HOST}:{port}/hit"]
-    # subprocess.run kills wrk if it overruns or if we are interrupted.
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return parse_wrk(done.stdout)
-
-
 # -- servers -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def server_command(variant: Variant, port: int) -> list[str]:
     if variant.server == "uvicorn":
-        return [
-            *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH_DIR), f"apps:{variant.factory}"),
-            *("--host", HOST, "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"),
-        ]
+        return uvicorn_command(variant.factory, port)
     return [
         *(sys.executable, "-m", "gunicorn", "-w", "1", "-k", "sync", "-b", f"{HOST}:{port}"),
         *("--chdir", str(BENCH_DIR), "--log-level", "warning", "--graceful-timeout", "5"),
@@ -153,61 +84,18 @@ def server_command(variant: Variant, port: int) -> list[str]:
     ]
 
 
-def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
-            return
-        time.sleep(0.05)  # poll interval, bounded by the deadline
-    raise RuntimeError(f"server did not answer on {HOST}:{port} within {START_TIMEOUT:g}s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the server by its pid; kill its process group (gunicorn's worker too) on timeout."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # the group is the one start_new_session made
-            process.wait(STOP_TIMEOUT)
-
-
 @contextlib.contextmanager
 def serve(variant: Variant, port: int) -> Iterator[None]:
-    with tempfile.TemporaryDirectory(prefix="replisession-bench-") as tmp:
-        log = Path(tmp) / "server.log"
-        with log.open("wb") as log_file:
-            # A session of its own: Ctrl-C reaches only us, and the finally below stops the server.
-            process = subprocess.Popen(
-                server_command(variant, port), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            try:
-                wait_for_port(process, port, log)
-                yield
-            except Exception as exc:
-                exc.add_note(f"{variant.server} log:\n{log.read_text(errors='replace')}")
-                raise
-            finally:
-                stop(process)
+    with running(server_command(variant, port), port, label=variant.server):
+        yield
 
 
 def get_hit(port: int, cookie: str | None = None) -> tuple[str, str | None]:
     """GET /hit: the body and the ``name=value`` of the response's Set-Cookie, if any."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=15)
-    try:
-        connection.request("GET", "/hit", headers={"Cookie": cookie} if cookie else {})
-        response = connection.getresponse()
-        body = response.read().decode()
-        if response.status != 200:
-            raise RuntimeError(f"GET /hit answered {response.status}: {body!r}")
-        set_cookie = response.getheader("set-cookie")
-        return body, set_cookie.split(";", 1)[0] if set_cookie else None
-    finally:
-        connection.close()
+    status, body, set_cookie = http_request(port, "GET", "/hit", cookie)
+    if status != 200:
+        raise RuntimeError(f"GET /hit answered {status}: {body!r}")
+    return body, set_cookie
 
 
 # -- one run -----------------------------------------------------------------------------
@@ -233,30 +121,9 @@ def measure(wrk: str, variant: Variant, connections: int, duration: int, warmup:
 
 
 def environment(wrk: str) -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
-    git = ["git", "-C", str(BENCH_DIR)]
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    src_changes = subprocess.run(
-        [*git, "status", "--porcelain", "--", "../src"], capture_output=True, text=True, check=False
+    return _environment(
+        wrk, ("replisession", "starlette", "uvicorn", "flask", "werkzeug", "gunicorn", "httptools", "uvloop")
     )
-    return {
-        "commit": commit.stdout.strip() or None,
-        "src_uncommitted_changes": bool(src_changes.stdout.strip()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "wrk": (wrk_version.stdout or wrk_version.stderr).split("[")[0].strip(),
-        "packages": {
-            name: version(name)
-            for name in ("replisession", "starlette", "uvicorn", "flask", "werkzeug", "gunicorn", "httptools", "uvloop")
-        },
-    }
 
 
 # -- report ------------------------------------------------------------------------------
@@ -338,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in ("uvicorn", "gunicorn", "flask", "starlette", "replisession"):
         if importlib.util.find_spec(module) is None:
             parser.error(f"{module} is not importable by {sys.executable}: run this with the project's .venv python")
-    # SIGTERM unwinds like Ctrl-C, so every server is stopped by the finally blocks.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()  # SIGTERM unwinds like Ctrl-C, so every server is stopped by the finally blocks
 
     wrk = ensure_wrk()
     chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]

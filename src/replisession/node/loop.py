@@ -63,9 +63,6 @@ class LoopThread:
         """Run ``coroutine`` on the loop thread; safe to call from any thread."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
-    def call_soon(self, callback: Any, *args: Any) -> None:
-        self.loop.call_soon_threadsafe(callback, *args)
-
     def stop(self, timeout: float = 5.0) -> None:
         if not self.running:
             return

@@ -35,7 +35,7 @@ Clock = Callable[[], float]
 
 
 class Node:
-    """One member's sessions, expiry timer and (later) peers."""
+    """One member's sessions, expiry timer and, in a cluster, its membership and replication."""
 
     def __init__(
         self,
@@ -76,7 +76,8 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the expiry timer and join the cluster (idempotent; the adapters call it on first use).
+        """Start the expiry timer and join the cluster (idempotent). The ASGI middleware calls it
+        at lifespan startup or on the first request, WSGI and Flask with the app.
 
         Binding the peer channel can fail (no free port in the range): that error
         surfaces here, at start, rather than later.
