@@ -69,6 +69,7 @@ class _Meta:
     stamps: dict[str, Stamp] = field(default_factory=dict)  # per key, removed keys included
     owner: str = ""
     owner_stamp: Stamp = _ZERO
+    mii_stamp: Stamp = _ZERO
     last_notice: float = float("-inf")
 
 
@@ -92,7 +93,6 @@ class DeltaManager:
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.transfer_patience = transfer_patience
-        self._transfer_deadline = 0.0
         self._counter = 0
         self._meta: dict[str, _Meta] = {}
         self._tombstones: dict[str, float] = {}  # id -> when it may be forgotten
@@ -101,8 +101,8 @@ class DeltaManager:
         # Notices at least four times per idle timeout, and at most once a minute.
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
         self._horizon = (idle or 3600.0) * 2 + self.access_throttle
-        self.transfer_done = False
-        self._transfer_donor: MemberInfo | None = None
+        # Transfers asked for and not finished: member id -> (member, give up at).
+        self._transfers: dict[str, tuple[MemberInfo, float]] = {}
         store.listeners.append(_Forget(self))
 
     # -- this member's requests ------------------------------------------------------------
@@ -141,10 +141,14 @@ class DeltaManager:
         else:
             if delta.previous_id is not None:
                 self._alias(delta.previous_id, session_id, now)
+                if delta.previous_id in self._meta:  # the stamps follow the session to its new id
+                    self._meta[session_id] = self._meta.pop(delta.previous_id)
             meta = self._meta.setdefault(session_id, _Meta())
             for key in (*delta.sets, *delta.removes):
                 meta.stamps[key] = stamp
             meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
+            if delta.max_inactive_interval is not None:
+                meta.mii_stamp = stamp
             session = self.store.peek(session_id)
             if session is not None:
                 session._grace = 0.0
@@ -172,18 +176,21 @@ class DeltaManager:
             self._apply_access(_check(payload, _ACCESS), now)
         elif kind == "sessions":
             body = _check(payload, _SESSIONS)
-            for entry in body["sessions"]:
-                try:
-                    self._apply_entry(_check(entry, _ENTRY), now)
-                except (RemoteProtocolError, ValueError, TypeError) as exc:  # one bad entry, not the batch
-                    log.warning("transferred session skipped: %s", exc)
-            if body["last"] and self._transfer_donor is not None and sender.id == self._transfer_donor.id:
-                self.transfer_done = True
+            entries = [_check(entry, _ENTRY) for entry in body["sessions"]]  # all valid, or none applied
+            decoded = [self._decode_entry(entry) for entry in entries]
+            for entry, values in zip(entries, decoded, strict=True):
+                self._apply_entry(entry, values, now)
+            for session_id in body["dead"]:
+                self._apply_dead(session_id, now)
+            for old, new in body["aliases"].items():
+                self._apply_alias(old, new, now)
+            if body["last"] and self._transfers.pop(sender.id, None) is not None:
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
         elif kind == "want":
             ids = _check(payload, _WANT)["ids"]
             if ids is not None:  # on demand: these sessions, at once, in one reply
-                return [Outgoing("sessions", {"sessions": self._entries(ids, now), "last": False}, (sender,))]
+                reply = {"sessions": self._entries(ids, now), "last": False, "dead": [], "aliases": {}}
+                return [Outgoing("sessions", reply, (sender,))]
         else:
             raise RemoteProtocolError(f"unknown replication message {kind!r}")
         return []
@@ -194,30 +201,44 @@ class DeltaManager:
 
     # -- membership ------------------------------------------------------------------------
 
+    @property
+    def transfer_done(self) -> bool:
+        """No state transfer is under way (every one asked for has finished)."""
+        return not self._transfers
+
     def request_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
-        """Ask one member (the first of ``members``) for every session, unless done or under way."""
-        if self.transfer_done or self._transfer_donor is not None:
-            return []
+        """Ask each of ``members`` for every session it holds.
+
+        Called for every member that joins or rejoins, not once per life: members
+        that met late (started apart, a healed partition) exchange what the other
+        lacks, and stamps and tombstones make a repeat harmless. Tomcat asks one
+        member, once, at start-up.
+        """
+        asked = []
         for member in members:
-            self._transfer_donor = member
-            self._transfer_deadline = now + self.transfer_patience
-            return [Outgoing("want", {"ids": None}, (member,))]
-        return []
+            if member.id not in self._transfers:
+                self._transfers[member.id] = (member, now + self.transfer_patience)
+                asked.append(Outgoing("want", {"ids": None}, (member,)))
+        return asked
 
     def retry_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
-        """A transfer that has not finished in ``transfer_patience`` is asked for again
-        (the donor's stream may have failed: too slow a joiner, a lost connection)."""
-        if self.transfer_done or self._transfer_donor is None or now < self._transfer_deadline:
-            return []
-        log.warning("state transfer from %s did not complete; asking again", self._transfer_donor)
-        self._transfer_donor = None
-        return self.request_transfer(members, now)
+        """A transfer not finished in ``transfer_patience`` is asked for again (the
+        stream may have failed: a slow joiner, a lost connection); one from a member
+        that is gone is forgotten."""
+        present = {member.id for member in members}
+        again = []
+        for member_id, (member, deadline) in list(self._transfers.items()):
+            if member_id not in present:
+                del self._transfers[member_id]
+            elif now >= deadline:
+                log.warning("state transfer from %s did not complete; asking again", member)
+                del self._transfers[member_id]
+                again.append(member)
+        return self.request_transfer(again, now)
 
     def member_left(self, member: MemberInfo, others: Iterable[MemberInfo], now: float) -> list[Outgoing]:
-        """A donor that leaves mid-transfer is replaced by another member."""
-        if self._transfer_donor is not None and member.id == self._transfer_donor.id and not self.transfer_done:
-            self._transfer_donor = None
-            return self.request_transfer(others, now)
+        """A member that leaves mid-transfer: the others were asked too, when they joined."""
+        self._transfers.pop(member.id, None)
         return []
 
     def fetch(self, session_ids: Iterable[str], targets: Iterable[MemberInfo]) -> Outgoing:
@@ -258,40 +279,28 @@ class DeltaManager:
         self._witness(stamp)
         # Decode everything before changing anything: a value this member cannot read
         # (an unregistered type during a rolling deploy) must not leave half a delta applied.
-        loads = self.store.serializer.loads
-        values = {key: loads(encoded) for key, encoded in body["sets"].items()}
+        values = {key: self._loads(encoded) for key, encoded in body["sets"].items()}
         session_id = self._resolve(body["id"])
-        if body["prev"] is not None:
-            previous = self._resolve(body["prev"])
-            if previous in self._tombstones:
-                return
-            if previous != session_id:
-                old = self.store.peek(previous)
-                if old is not None and self.store.peek(session_id) is None:
-                    self.store.rename(previous, session_id)
-                    if previous in self._meta:
-                        self._meta[session_id] = self._meta.pop(previous)
-                elif old is not None:
-                    self.store.drop(previous)  # both copies exist: the new id's wins
-                    self._meta.pop(previous, None)
-                self._alias(previous, session_id, now)
         if session_id in self._tombstones:
+            if body["prev"] is not None:
+                self._apply_dead(self._resolve(body["prev"]), now)
             return  # ended: a late delta must not bring it back
+        if body["prev"] is not None:
+            self._apply_alias(body["prev"], session_id, now)
+            if session_id in self._tombstones:
+                return
         if body["destroyed"]:
-            reason = DestroyReason.EXPIRED if body["expired"] else DestroyReason.INVALIDATED
-            session = self.store.drop(session_id)
-            self._bury(session_id, now)
-            if session is not None and self.notify and self.store.listeners:
-                session._id = session_id  # readable in the listener, as on the owner
-                fire(self.store.listeners, "session_destroyed", session, reason)
-                session._id = None
+            self._apply_dead(session_id, now, expired=body["expired"])
             return
+        meta = self._meta.setdefault(session_id, _Meta())
         if self.store.peek(session_id) is None and not values:
-            # Nothing to hold yet (a rotation or removal for a session not transferred
-            # here): an empty copy would only be mistaken for an emptied session.
+            # Nothing to hold yet (a removal or rotation for a session not transferred
+            # here): remember the stamps, so a late creation cannot bring removed keys
+            # back, but keep no empty copy (it would look like an emptied session).
+            for key in body["removes"]:
+                meta.stamps[key] = max(stamp, meta.stamps.get(key, _ZERO))
             return
         session, created = self.store.replica(session_id, now)
-        meta = self._meta.setdefault(session_id, _Meta())
         if created:
             session.created_at = now - body["age"]
             if self.notify and self.store.listeners:
@@ -304,9 +313,54 @@ class DeltaManager:
             if stamp > meta.stamps.get(key, _ZERO):
                 meta.stamps[key] = stamp
                 self._remove(session, key)
-        if body["mii"] is not None:
+        if body["mii"] is not None and stamp > meta.mii_stamp:
+            meta.mii_stamp = stamp
             session._max_inactive_interval = None if body["mii"] == float("inf") else float(body["mii"])
         self._touch(session, meta, body["owner"], stamp, now)
+
+    def _apply_dead(self, session_id: str, now: float, *, expired: bool = False) -> None:
+        """The session ended on another member: drop the copy (listeners told) and bury the id."""
+        session = self.store.drop(session_id)
+        self._bury(session_id, now)
+        if session is not None and self.notify and self.store.listeners:
+            reason = DestroyReason.EXPIRED if expired else DestroyReason.INVALIDATED
+            session._id = session_id  # readable in the listener, as on the owner
+            fire(self.store.listeners, "session_destroyed", session, reason)
+            session._id = None
+
+    def _apply_alias(self, old_id: str, new_id: str, now: float) -> None:
+        """``old_id`` was rotated to ``new_id``: follow it, merging a copy held under the old id."""
+        previous = self._resolve(old_id)
+        new_id = self._resolve(new_id)
+        if previous == new_id:
+            return
+        if new_id in self._tombstones:
+            self._apply_dead(previous, now)
+            self._alias(previous, new_id, now)
+            return
+        old = self.store.peek(previous)
+        old_meta = self._meta.pop(previous, None)
+        if old is not None:
+            if self.store.peek(new_id) is None:
+                self.store.rename(previous, new_id)
+                if old_meta is not None:
+                    self._meta[new_id] = old_meta
+            else:  # both copies: keep, per key, whichever write is newer
+                new = self.store.peek(new_id)
+                assert new is not None
+                meta = self._meta.setdefault(new_id, _Meta())
+                stamps = old_meta.stamps if old_meta is not None else {}
+                for key, value in list(dict.items(old)):
+                    key_stamp = stamps.get(key, _ZERO)
+                    if key_stamp > meta.stamps.get(key, _ZERO) or (key not in new and key not in meta.stamps):
+                        meta.stamps[key] = key_stamp
+                        self._set(new, key, value, self.store.serializer.dumps(value))
+                self.store.drop(previous)
+        elif old_meta is not None:
+            meta = self._meta.setdefault(new_id, _Meta())
+            for key, key_stamp in old_meta.stamps.items():
+                meta.stamps[key] = max(key_stamp, meta.stamps.get(key, _ZERO))
+        self._alias(previous, new_id, now)
 
     def _apply_access(self, body: Mapping[str, Any], now: float) -> None:
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
@@ -317,12 +371,21 @@ class DeltaManager:
             return
         self._touch(session, self._meta.setdefault(session_id, _Meta()), body["owner"], stamp, now)
 
-    def _apply_entry(self, entry: Mapping[str, Any], now: float) -> None:
+    def _decode_entry(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: self._loads(encoded) for key, (encoded, _) in entry["attrs"].items()}
+
+    def _loads(self, encoded: bytes) -> Any:
+        try:
+            return self.store.serializer.loads(encoded)
+        except Exception as exc:  # msgpack raises several types for bytes it cannot read
+            raise RemoteProtocolError(f"a replicated value cannot be decoded: {exc}") from exc
+
+    def _apply_entry(self, entry: Mapping[str, Any], values: Mapping[str, Any], now: float) -> None:
+        for raw in (entry["owner_stamp"], entry["mii_stamp"], *entry["removed"].values()):
+            self._witness((raw[0], raw[1]))
         session_id = self._resolve(entry["id"])
         if session_id in self._tombstones:
             return
-        loads = self.store.serializer.loads
-        values = {key: loads(encoded) for key, (encoded, _) in entry["attrs"].items()}
         session, created = self.store.replica(session_id, now)
         meta = self._meta.setdefault(session_id, _Meta())
         if created:
@@ -340,7 +403,9 @@ class DeltaManager:
             if stamp > meta.stamps.get(key, _ZERO):
                 meta.stamps[key] = stamp
                 self._remove(session, key)
-        if entry["mii"] is not None:
+        mii_stamp: Stamp = (entry["mii_stamp"][0], entry["mii_stamp"][1])
+        if entry["mii"] is not None and (mii_stamp > meta.mii_stamp or created):
+            meta.mii_stamp = mii_stamp
             session._max_inactive_interval = None if entry["mii"] == float("inf") else float(entry["mii"])
         owner_stamp: Stamp = (entry["owner_stamp"][0], entry["owner_stamp"][1])
         if owner_stamp >= meta.owner_stamp:
@@ -358,6 +423,8 @@ class DeltaManager:
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
     def _set(self, session: Session, key: str, value: Any, encoded: bytes) -> None:
+        if session._delta is not None and key in session._delta:
+            return  # a request here wrote it and has not released yet: its newer stamp will win
         old = dict.get(session, key, _MISSING)
         dict.__setitem__(session, key, value)
         if session._read is not None and key in session._read:
@@ -369,6 +436,8 @@ class DeltaManager:
                 fire(self.store.listeners, "attribute_replaced", session, key, old, value)
 
     def _remove(self, session: Session, key: str) -> None:
+        if session._delta is not None and key in session._delta:
+            return  # a pending local write of this key will win
         old = dict.pop(session, key, _MISSING)
         if session._read is not None:
             session._read.pop(key, None)
@@ -407,6 +476,7 @@ class DeltaManager:
                     "idle": max(0.0, now - session.last_accessed),
                     "age": self._age(session_id, now),
                     "mii": session._max_inactive_interval,
+                    "mii_stamp": list(meta.mii_stamp),
                     "attrs": attrs,
                     "removed": removed,
                 }
@@ -443,11 +513,23 @@ class TransferStream:
             # A batch ends at batch_size sessions or batch_bytes, so it always fits a frame.
             if last or len(batch) >= manager.batch_size or size >= manager.batch_bytes:
                 self.sent += len(batch)
-                yield Outgoing("sessions", {"sessions": batch, "last": last}, (self.to,))
+                yield self._batch(batch, last)
                 batch, size = [], 0
         if not self._ids:
-            yield Outgoing("sessions", {"sessions": [], "last": True}, (self.to,))
+            yield self._batch([], True)
         self.finished = True
+
+    def _batch(self, entries: list[dict[str, Any]], last: bool) -> Outgoing:
+        # The last batch also says which sessions ended and which ids were rotated, so a
+        # member that missed an invalidation drops its copy.
+        dead, aliases = _graveyard(self._manager) if last else ([], {})
+        body = {"sessions": entries, "last": last, "dead": dead, "aliases": aliases}
+        return Outgoing("sessions", body, (self.to,))
+
+
+def _graveyard(manager: DeltaManager) -> tuple[list[str], dict[str, str]]:
+    with manager.store.lock:
+        return list(manager._tombstones), {old: new for old, (new, _) in manager._aliases.items()}
 
 
 class _Forget(SessionListener):
@@ -477,7 +559,7 @@ _DELTA = {
     "age": "seconds",
 }
 _ACCESS = {"id": str, "owner": str, "stamp": _STAMP}
-_SESSIONS = {"sessions": list, "last": bool}
+_SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"}
 _ENTRY = {
     "id": str,
     "owner": str,
@@ -485,6 +567,7 @@ _ENTRY = {
     "idle": "seconds",
     "age": "seconds",
     "mii": "seconds?",
+    "mii_stamp": _STAMP,
     "attrs": "attrs",
     "removed": "removed",
 }
@@ -517,6 +600,8 @@ def _check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
             ok = (value is None and kind == "seconds?") or (
                 isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
             )
+        elif kind == "aliases":
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         elif kind == "removed":
             ok = isinstance(value, dict) and all(isinstance(k, str) and _is_stamp(v) for k, v in value.items())
         else:

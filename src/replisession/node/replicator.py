@@ -66,8 +66,6 @@ class Replicator(ClusterListener):
             )
         else:  # a restart: same sessions and stamps, new identity
             self.manager.local = local
-            self.manager.transfer_done = False
-            self.manager._transfer_donor = None
 
     def tick(self) -> None:
         """From the node's timer: forget old tombstones, retry a stalled state transfer."""
