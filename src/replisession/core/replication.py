@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import RemoteProtocolError
 from .delta import SessionDelta
-from .listeners import DestroyReason, SessionListener, fire
+from .listeners import DestroyReason, fire
 from .messages import MemberInfo
 from .session import _MISSING, Session
 from .store import SessionStore
@@ -103,7 +103,6 @@ class DeltaManager:
         self._horizon = (idle or 3600.0) * 2 + self.access_throttle
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
-        store.listeners.append(_Forget(self))
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -249,7 +248,10 @@ class DeltaManager:
         return self._resolve(session_id) in self._tombstones
 
     def tick(self, now: float) -> None:
-        """Forget tombstones and aliases past their horizon."""
+        """Forget tombstones and aliases past their horizon, and the stamps of sessions
+        the store expired on its own (not a store listener: listeners cost every write)."""
+        for session_id in [i for i in self._meta if self.store.peek(i) is None and i not in self._tombstones]:
+            del self._meta[session_id]
         for session_id in [i for i, until in self._tombstones.items() if until <= now]:
             del self._tombstones[session_id]
         for old in [i for i, (_, until) in self._aliases.items() if until <= now]:
@@ -530,17 +532,6 @@ class TransferStream:
 def _graveyard(manager: DeltaManager) -> tuple[list[str], dict[str, str]]:
     with manager.store.lock:
         return list(manager._tombstones), {old: new for old, (new, _) in manager._aliases.items()}
-
-
-class _Forget(SessionListener):
-    """Drops replication metadata of sessions the store expired on its own."""
-
-    def __init__(self, manager: DeltaManager) -> None:
-        self._manager = manager
-
-    def session_destroyed(self, session: Session, reason: DestroyReason) -> None:
-        if session.id is not None:
-            self._manager._meta.pop(session.id, None)
 
 
 # -- payload schemas ---------------------------------------------------------------------

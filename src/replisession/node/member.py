@@ -82,7 +82,7 @@ class ClusterMember:
         self._multicast: MulticastDiscovery | None = None
         self._membership: Membership | None = None
         self._local: MemberInfo | None = None
-        self._waiters: dict[int, asyncio.Future[SendOutcome]] = {}
+        self._waiters: dict[int, concurrent.futures.Future[SendOutcome]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
@@ -150,7 +150,11 @@ class ClusterMember:
         :class:`SendOutcome` names each member that timed out, failed or left.
         """
         chosen = list(targets) if targets is not None else None
-        return self._loop_thread.submit(self._send(kind, payload, mode, chosen, ack_timeout))
+        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
+        # A plain callback rather than a coroutine: the request path pays one thread
+        # hand-off, with no Task and no chained asyncio future per send.
+        self._loop_thread.loop.call_soon_threadsafe(self._send_now, kind, payload, mode, chosen, ack_timeout, future)
+        return future
 
     def stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> concurrent.futures.Future[int]:
         """Send ``(kind, payload, target)`` messages one after another, each acknowledged
@@ -233,36 +237,69 @@ class ClusterMember:
     async def _send(
         self, kind: str, payload: Any, mode: SendMode, targets: list[MemberInfo] | None, ack_timeout: float | None
     ) -> SendOutcome:
+        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
+        self._send_now(kind, payload, mode, targets, ack_timeout, future)
+        return await asyncio.wrap_future(future)
+
+    def _send_now(
+        self,
+        kind: str,
+        payload: Any,
+        mode: SendMode,
+        targets: list[MemberInfo] | None,
+        ack_timeout: float | None,
+        future: concurrent.futures.Future[SendOutcome],
+    ) -> None:
+        """On the member thread: number, write and (for ack/sync) await acknowledgements."""
+        if not future.set_running_or_notify_cancel():
+            return
+        transport, membership = self._transport, self._membership
+        if transport is None or membership is None or self._stopped:
+            future.set_exception(TransportError("the cluster member is not running"))
+            return
+        chosen = targets if targets is not None else membership.members()
+        timeout = ack_timeout if ack_timeout is not None else self.config.send_timeout
+        request_id: int | None = None
+        try:
+            request_id, data, outcome = self.channel.send(chosen, kind, payload, mode, self.clock(), timeout)
+            if outcome is None:
+                self._waiters[request_id] = future
+            blocked = []
+            for member in chosen:
+                if mode is SendMode.ASYNC and transport.buffered(member.id) >= self.config.send_queue_bytes:
+                    blocked.append(member)  # backpressure: this one waits until its queue drains
+                elif not transport.send(member.id, data):
+                    for gone in self.channel.member_gone(member):
+                        self._complete(gone)
+        except Exception as exc:  # an unencodable or oversized message: the caller learns it
+            if request_id is not None:
+                self._waiters.pop(request_id, None)
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if outcome is not None:
+            if blocked:
+                self._spawn(self._send_when_writable(blocked, data, outcome, future))
+            else:
+                future.set_result(outcome)
+
+    async def _send_when_writable(
+        self,
+        members: list[MemberInfo],
+        data: Any,
+        outcome: SendOutcome,
+        future: concurrent.futures.Future[SendOutcome],
+    ) -> None:
         assert self._transport is not None
-        assert self._membership is not None
-        chosen = targets if targets is not None else self._membership.members()
-        request_id, data, outcome = self.channel.send(
-            chosen,
-            kind,
-            payload,
-            mode,
-            self.clock(),
-            ack_timeout if ack_timeout is not None else self.config.send_timeout,
-        )
-        waiter: asyncio.Future[SendOutcome] | None = None
-        if outcome is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters[request_id] = waiter
-        for member in chosen:
-            if mode is SendMode.ASYNC:
-                await self._transport.wait_writable(member.id)  # backpressure: bounded memory
-            if not self._transport.send(member.id, data):
-                for gone in self.channel.member_gone(member):
-                    self._complete(gone)
-        if waiter is not None:
-            return await waiter
-        assert outcome is not None
-        return outcome
+        for member in members:
+            await self._transport.wait_writable(member.id)
+            self._transport.send(member.id, data)
+        future.set_result(outcome)
 
     def _complete(self, outcome: SendOutcome) -> None:
         waiter = self._waiters.pop(outcome.request_id, None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(outcome)
+            waiter.set_result(outcome)  # a concurrent future: safe to resolve from this thread
         for member, status, detail in outcome.failures():
             log.debug("send %d to %s: %s %s", outcome.request_id, member, status.value, detail)
 
