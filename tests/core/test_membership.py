@@ -789,3 +789,15 @@ def test_random_schedules_converge_once_healed(initial: int, schedule: list[tupl
         assert ids(sim) == {m.info.id for m in running if m is not sim}
         assert not ids(sim) & gone
         assert replayed(sim) == ids(sim)
+
+
+def test_a_probe_that_still_finds_a_listener_after_a_disconnect_is_repeated_each_heartbeat() -> None:
+    # A SIGKILLed process closes its sockets one by one: the first probe can still reach
+    # its listening socket. The member is looked at again a heartbeat later, not after
+    # the whole drop time.
+    membership = with_peers(A, now=0.0)
+    assert membership.disconnected(A.id, 1.0) == [Probe(A)]
+    assert membership.probe_result(A.id, True, 1.01) == []
+    assert Probe(A) not in membership.tick(1.4)
+    assert Probe(A) in membership.tick(1.5)  # heartbeat_interval (0.5) after the first probe
+    assert membership.probe_result(A.id, False, 1.51) == [MemberLeft(A, "crashed")]

@@ -261,6 +261,7 @@ class Membership:
         if peer.probing:
             return []
         peer.probing = True
+        peer.next_probe = now + self.heartbeat_interval
         return [Probe(peer.info)]
 
     def dial_failed(self, address: Address, now: float, *, refused: bool = False) -> list[Effect]:
@@ -320,6 +321,13 @@ class Membership:
         effects: list[Effect] = []
         if peer.state is MemberState.ALIVE:
             if now - peer.last_heard < self.drop_time:
+                if not peer.connected and not peer.probing and now >= peer.next_probe:
+                    # Its connection closed and a probe still found a listener: a process
+                    # being killed closes its sockets one by one, so look again shortly
+                    # rather than waiting the whole drop time.
+                    peer.probing = True
+                    peer.next_probe = now + self.heartbeat_interval
+                    effects.append(Probe(peer.info))
                 return effects
             peer.state = MemberState.SUSPECT
             peer.suspect_since = now
