@@ -10,10 +10,12 @@ replicas themselves, in whatever order and as often as they like.
 the way ``node/replicator.py`` drives the real one: deltas go to every member in
 ``sync`` mode, access notices ``async``; a ``want`` without ids is answered with a
 :class:`TransferStream`, one batch at a time, each acknowledged before the next is
-built; replies go back ``async``; a joined member is asked for a state transfer, a
-donor that leaves is replaced, and the node's timer (``sweep``, then ``tick`` and
-``retry_transfer``) runs. The harness reacts to membership events and timers after
-each simulation step (the real node reacts to events at once: one step later here).
+built; replies go back ``async``; every member that joins is asked for a state
+transfer, one that leaves is forgotten, and the node's timer (``sweep``, then
+``tick`` and ``retry_transfer``) runs. The harness reacts to membership events and
+timers after each simulation step (the real node reacts to events at once: one step
+later here). Its managers are :class:`StampWatch`es, which note what a known bug
+changed.
 
 A write is *acknowledged* only when its send completed ok for every member that
 was running at send time (a member the writer did not know about yet counts as
@@ -89,6 +91,7 @@ class Replica:
         ids: Iterator[str],
         *,
         policy: SessionPolicy | None = None,
+        manager: type[DeltaManager] = DeltaManager,
         **options: Any,
     ) -> None:
         self.info = info
@@ -96,7 +99,7 @@ class Replica:
         self.store = SessionStore(policy, listeners=[self.recorder], id_factory=lambda: next(ids))
         self._sunk: list[SessionDelta] = []
         self.store.change_sink = self._sunk.append
-        self.manager = DeltaManager(self.store, info, **options)
+        self.manager = manager(self.store, info, **options)
 
     def request(self, session_id: str | None, action: Action, now: float) -> Done:
         """One request on this member: load (or start) the session, run ``action``, release."""
@@ -130,6 +133,38 @@ class Replica:
 
     def sessions(self) -> dict[str, dict[str, Any]]:
         return {session_id: contents(self.store.peek(session_id)) for session_id in self.store.ids()}  # type: ignore[arg-type]
+
+
+class StampWatch(DeltaManager):
+    """A DeltaManager that adds to ``dropped`` every session id whose stamps a known bug
+    made it forget (a key removed there can come back with any older write that arrives
+    later); the schedules leave those sessions out (see :meth:`History.excluded`):
+
+    * ``tick`` forgets the stamps of removals that arrived before their session (they
+      have no copy to keep them: xfail test
+      ``test_a_removal_that_arrives_before_its_session_is_remembered_across_ticks``);
+    * ``_apply_alias``, learning of a rotation after messages for the new id, drops
+      stamps held under the old or the new id (xfail tests
+      ``test_a_removal_under_the_..._id_survives_a_late_rotation``).
+    """
+
+    dropped: set[str]
+
+    def tick(self, now: float) -> None:
+        remembered = [i for i, meta in self._meta.items() if meta.stamps and not meta.owner]  # no copy yet
+        super().tick(now)
+        self.dropped.update(i for i in remembered if i not in self._meta)
+
+    def _apply_alias(self, old_id: str, new_id: str, now: float) -> None:
+        previous, current = self._resolve(old_id), self._resolve(new_id)
+        newest: dict[str, tuple[int, str]] = {}
+        for held in (self._meta.get(previous), self._meta.get(current)):
+            for key, stamp in held.stamps.items() if held is not None else ():
+                newest[key] = max(stamp, newest.get(key, stamp))
+        super()._apply_alias(old_id, new_id, now)
+        kept = self._meta.get(current)
+        if previous != current and kept is not None and any(kept.stamps.get(k, (0, "")) < s for k, s in newest.items()):
+            self.dropped.update((previous, current))
 
 
 # -- the cluster ---------------------------------------------------------------------------------
@@ -187,7 +222,8 @@ class Node:
         self.sim = sim
         self.member = member
         self.offset = offset  # this member's monotonic clock reads differently from the others'
-        self.replica = Replica(member.info, sim.ids, policy=sim.policy, **sim.options)
+        self.replica = Replica(member.info, sim.ids, policy=sim.policy, manager=StampWatch, **sim.options)
+        self.replica.manager.dropped = sim.dropped  # type: ignore[attr-defined]
         self.store = self.replica.store
         self.manager = self.replica.manager
         self.streams: list[_Stream] = []
@@ -322,6 +358,7 @@ class ReplicationSim:
         self.step = step
         self.ids = (f"s{n}" for n in itertools.count(1))
         self.nodes: list[Node] = []
+        self.dropped: set[str] = set()  # see StampWatch
         offsets = list(offsets)
         for index in range(size):
             self.add(f"node{index + 1}", offsets[index] if index < len(offsets) else 0.0)
@@ -409,7 +446,7 @@ class Op:
     kind: str  # "write" (a set or an in-place change), "delete", "end", "rotate", "read"
     lineage: int
     key: str | None
-    value: Any
+    value: Any  # what a write wrote; (old id, new id) for a rotation; the id it ended for an end
     request: Request
 
     @property
@@ -428,26 +465,33 @@ class History:
     A *lineage* is one session across its ids (``rotate_id`` gives it a new one).
     """
 
-    def __init__(self, sim: ReplicationSim, *, pure_deletes: bool = True) -> None:
+    def __init__(self, sim: ReplicationSim) -> None:
         self.sim = sim
-        self.pure_deletes = pure_deletes
         self.ops: list[Op] = []
         self.lineages: list[list[str]] = []
         self.ended: set[int] = set()
+        self.rotated_and_ended: set[int] = set()  # see excluded()
         self._values = itertools.count(1)
 
     def live(self) -> list[int]:
         return [n for n in range(len(self.lineages)) if n not in self.ended]
 
     def perform(self, node: Node, kind: str, pick: int, key: str) -> list[Op]:
-        """``kind`` on the ``pick``-th live session (a new one for "new" or when none is live)."""
+        """``kind`` on the ``pick``-th live session (a new one for "new" or when none is live).
+
+        The request carries the session's newest id, or, when ``node`` holds only an
+        older one (the rotation has not reached it), that one: a concurrent request
+        sent with the cookie from before the rotation. A member that holds neither
+        starts a fresh session.
+        """
         live = self.live()
         value: Any = f"v{next(self._values)}"
         if kind == "new" or not live:
             kind, lineage, session_id = "write", None, None
         else:
             lineage = live[pick % len(live)]
-            session_id = self.lineages[lineage][-1]
+            ids = self.lineages[lineage]
+            session_id = next((i for i in reversed(ids) if node.store.peek(i) is not None), ids[-1])
         effects: list[tuple[str, str, Any]] = []  # ("write" | "delete", key, value)
 
         def action(session: Session) -> None:
@@ -461,12 +505,9 @@ class History:
                 else:
                     session[key] = [value]
                 effects.append(("write", key, list(session[key])))
-            elif kind == "delete":
+            elif kind == "delete":  # a delta of removals only (or the end, when it empties the session)
                 session.pop(key, None)
                 effects.append(("delete", key, None))
-                if not self.pure_deletes:
-                    session["deleted"] = value  # never a delta of removals only (see run_schedule)
-                    effects.append(("write", "deleted", value))
             elif kind == "invalidate":
                 session.invalidate()
             elif kind == "rotate":
@@ -478,18 +519,23 @@ class History:
 
         request = node.request(session_id, action)
         done = request.done
-        if done.loaded is None:  # not here (missed, ended here, or "new"): the request started a fresh one
+        loaded = done.loaded
+        if loaded is None:  # not here (missed, ended here, or "new"): the request started a fresh one
             if done.session_id is None:
                 return []
             self.lineages.append([done.session_id])
-            lineage = len(self.lineages) - 1
+            lineage, loaded = len(self.lineages) - 1, done.session_id
         assert lineage is not None
         if done.session_id is None:
             self.ended.add(lineage)
-            ops = [Op("end", lineage, None, None, request)]
-        elif done.session_id != self.lineages[lineage][-1]:
+            ops = [Op("end", lineage, None, loaded, request)]
+            rotated = node.store.retired.get(loaded)
+            if rotated is not None:  # rotated, then ended (it was an empty copy): see excluded()
+                self.lineages[lineage].append(rotated)
+                self.rotated_and_ended.add(lineage)
+        elif done.session_id != loaded:
             self.lineages[lineage].append(done.session_id)
-            ops = [Op("rotate", lineage, None, None, request)]
+            ops = [Op("rotate", lineage, None, (loaded, done.session_id), request)]
         else:
             ops = [Op(effect, lineage, name, written, request) for effect, name, written in effects]
             ops = ops or [Op("read", lineage, key, None, request)]
@@ -497,15 +543,6 @@ class History:
         return ops
 
     # -- the checks ----------------------------------------------------------------------------
-
-    def unsettled(self) -> set[str]:
-        """Ids of sessions whose end or rotation some running member may have missed (not acknowledged)."""
-        return {
-            session_id
-            for op in self.ops
-            if op.kind in ("end", "rotate") and not op.request.acknowledged
-            for session_id in self.lineages[op.lineage]
-        }
 
     def must_survive(self) -> list[Op]:
         """Acknowledged writes that nothing overwrote or ended later or concurrently.
@@ -528,15 +565,24 @@ class History:
         ]
 
     def lost(self) -> list[tuple[str, Op, Any]]:
-        """Every (member, write, what the member holds instead) for a surviving write missing somewhere."""
+        """Every (member, write, what the member holds instead) for a surviving write missing somewhere.
+
+        A write counts under the session's current id only: once the members exchanged
+        state, an id that a rotation retired is held nowhere (but a rotation that its
+        member took down with it when it crashed, before anyone acknowledged it).
+        """
+        retired = {
+            op.value[0]
+            for op in self.ops
+            if op.kind == "rotate" and (op.request.acknowledged or op.request.node.running)
+        }
+        excluded = self.excluded()
         missing = []
         for write in self.must_survive():
             assert write.key is not None
-            ids = self.lineages[write.lineage]
-            rotated = all(
-                op.request.acknowledged for op in self.ops if op.lineage == write.lineage and op.kind == "rotate"
-            )
-            candidates = ids[-1:] if rotated else ids  # a missed rotation leaves the old id behind
+            if write.lineage in excluded:
+                continue
+            candidates = [i for i in self.lineages[write.lineage] if i not in retired]
             for node in self.sim.running():
                 held = node.sessions()
                 found = [held[i].get(write.key, _ABSENT) for i in candidates if i in held]
@@ -544,9 +590,35 @@ class History:
                     missing.append((node.info.route or "", write, found))
         return missing
 
+    def excluded(self) -> set[int]:
+        """Lineages a known bug may have changed on some member: the checks leave them out.
+        Each bug has an xfail test (``test_replication.py``, "known bugs"):
+
+        * stamps that ``tick`` forgot or a late rotation dropped (see :class:`StampWatch`);
+        * a request that rotated the id, then ended the session (here: a rotation of a copy
+          left empty by a removal that overtook a write, which the store takes for a session
+          the request emptied): its member buries the old id only, and a late delta for the
+          old id brings the session back there under the new one;
+        * an end under an id that another member rotated concurrently (a request with the
+          cookie from before the rotation): a member that learns of the rotation after the
+          end keeps the new id alive;
+        * two rotations of one id, concurrently on two members: the members end up holding
+          the session under different ids.
+        """
+        dropped = self.sim.dropped
+        excluded = self.rotated_and_ended | {n for n, ids in enumerate(self.lineages) if dropped.intersection(ids)}
+        retired = [op.value[0] for op in self.ops if op.kind == "rotate"]
+        for op in self.ops:
+            if op.kind == "rotate" and retired.count(op.value[0]) > 1:
+                excluded.add(op.lineage)
+            elif op.kind == "end" and op.value in retired:
+                excluded.add(op.lineage)
+        return excluded
+
     def divergence(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Every running member's sessions, minus the unsettled ones; all equal when converged."""
-        skip = self.unsettled()
+        """Every running member's sessions, ended and rotated ones included (but the
+        :meth:`excluded` lineages'): all equal when converged."""
+        skip = {i for n in self.excluded() for i in self.lineages[n]}
         return {
             route: {i: attrs for i, attrs in sessions.items() if i not in skip}
             for route, sessions in self.sim.contents().items()
@@ -567,9 +639,6 @@ PROFILES: dict[str, dict[str, float]] = {
     "join": {"duplicate": 0.1, "min_delay": 0.001, "max_delay": 0.05},
 }
 
-#: Profiles after which the members are made to exchange everything (see ``run_schedule``).
-NEEDS_FULL_TRANSFER = {"drops", "partition"}
-
 Step = tuple[str, int, int, str]  # (kind, member, session pick, key)
 
 
@@ -588,76 +657,81 @@ def run_schedule(
 
     Each round's requests are issued at the same simulated instant, then the network
     runs for the round's gap (shorter than the delays: rounds overlap and reorder).
-    The profile's event happens to ``member`` from round ``start`` to round ``end``:
-    a partition, or a crash and restart; "join" adds a fourth member at ``start``.
-    The network then runs ``hold`` seconds more (long enough, failure detection
-    removes a partitioned member, which joins again after the heal).
+    Any request may write, remove a key (a delta of removals only, or the end when it
+    empties the session), rotate the id or end the session, whatever is in flight; a
+    member the rotation has not reached yet serves the old id (see
+    :meth:`History.perform`). The profile's event happens to ``member`` from round
+    ``start`` to round ``end``: a partition, or a crash and restart; "join" adds a
+    fourth member at ``start``. The network then runs ``hold`` seconds more (long
+    enough, failure detection removes a partitioned member, which joins again after
+    the heal). A join or restart waits for nothing: the rounds go on while the member
+    meets the others and the transfers stream.
 
-    What is assumed, and why:
+    Afterwards (faults off, healed, restarted, every transfer done), every running
+    member must hold the same sessions with the same contents, sessions whose end or
+    rotation was not acknowledged included (the last batch of a transfer carries
+    tombstones and aliases), and no acknowledged write that nothing superseded may be
+    missing (:meth:`History.lost`). What is assumed, and why:
 
-    * A rotation runs alone (the network settled before and after): a rotation
-      reordered with the session's other messages is the subject of xfail tests.
-    * A delete also writes a key: a delta of removals only that reaches a member
-      before the session does is dropped there (xfail test), and would end the
-      check here.
-    * A crashed member is not a writer: nothing it sent is in flight when it
-      crashes, and a join or restart waits for the network to settle first; a
-      member that joins while writes it does not see are in flight misses them
-      for good (xfail tests).
-    * Under drops and partitions, the members exchange a full state transfer after
-      healing: the managers have no anti-entropy after a lost message or a healed
-      partition (xfail tests); a real TCP connection would have broken instead.
-      Sessions whose end was not acknowledged are left out of the convergence
-      check (a transfer carries no tombstones: xfail test), and these profiles
-      rotate no ids: after a rotation the owner's transfer carries no stamps for
-      the keys written before it, so copies keep stale values (xfail test).
+    * After drops, after a partition shorter than failure detection, and after a crash
+      that cut sends under way, the members exchange a full state transfer: a lost
+      message is not sent again; such a partition ends without anyone leaving or
+      joining, so nothing asks for a transfer (a real TCP connection would have broken
+      instead); a delta that reached some members and not others when its writer died
+      is not acknowledged, and members exchange state only with a member that joins
+      or rejoins, not among those that stayed up. A partition that every member
+      detected, and a crash with nothing under way, converge by the exchanges at the
+      rejoin alone.
+    * Sessions a known bug may have changed are left out of both checks
+      (:meth:`History.excluded`; each bug has an xfail test).
     """
     sim = ReplicationSim(3, seed=seed, offsets=(0.0, 86_400.0, -900.0))
     sim.form()
-    history = History(sim, pure_deletes=False)
+    history = History(sim)
     network = sim.network
     network.faults(**PROFILES[profile])
     target = sim.nodes[member]
+    cut = False  # the crashed member had sends or streams under way
+    apart = False  # the partition lasted until every member saw the other side leave
     for index, (steps, gap) in enumerate(rounds):
         if index == start:
             if profile == "partition":
                 network.partition([target.member], [n.member for n in sim.nodes if n is not target])
             elif profile == "crash_restart":
-                sim.settle()
+                cut = target.busy  # the crash cuts what it was sending
                 sim.crash(target)
             elif profile == "join":
-                sim.settle()
                 sim.add("node4", 3_000.0)
-                sim.form()
             sim.run(hold)
         if index == end:
+            apart = profile == "partition" and _apart(sim, target)
             target = _end_event(sim, profile, target)
         for kind, who, pick, key in steps:
             running = sim.running()
-            node = running[who % len(running)]
-            if kind == "rotate" and profile in NEEDS_FULL_TRANSFER:
-                kind = "read"  # see above
-            if kind == "rotate":
-                sim.settle()
-                history.perform(node, kind, pick, key)
-                sim.settle()
-            else:
-                history.perform(node, kind, pick, key)
+            history.perform(running[who % len(running)], kind, pick, key)
         sim.run(gap)
     network.faults()
+    if end == len(rounds):
+        apart = profile == "partition" and _apart(sim, target)
     target = _end_event(sim, profile, target)
     sim.form()
     sim.settle()
-    if profile in NEEDS_FULL_TRANSFER:
+    if profile == "drops" or (profile == "partition" and not apart) or cut:
         sim.full_transfer()
     return history
+
+
+def _apart(sim: ReplicationSim, target: Node) -> bool:
+    """Every member removed the other side of the partition (failure detection)."""
+    others = [node for node in sim.running() if node is not target]
+    return not target.member.membership.members() and all(
+        target.info.id not in {m.id for m in node.member.membership.members()} for node in others
+    )
 
 
 def _end_event(sim: ReplicationSim, profile: str, target: Node) -> Node:
     if profile == "partition":
         sim.network.heal()
     elif profile == "crash_restart" and not target.running:
-        sim.settle()
         target = sim.restart(target)
-        sim.form()
     return target

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -571,7 +572,7 @@ def test_a_transfer_that_does_not_finish_in_time_is_asked_for_again() -> None:
     assert j.manager.transfer_done
 
 
-# -- known bugs, shown at the level of the manager -----------------------------------------------------
+# -- bugs fixed in the manager, shown at its level -----------------------------------------------------
 
 
 def test_the_owner_keeps_its_stamps_when_it_rotates_the_id() -> None:
@@ -635,6 +636,110 @@ def test_a_stale_delta_never_overwrites_a_newer_idle_timeout() -> None:
     longer = a.request("s1", timeout(20), 3.0).messages
     deliver(a, longer + shorter, b)
     assert [r.store.peek("s1").max_inactive_interval for r in (a, b)] == [20.0, 20.0]  # type: ignore[union-attr]
+
+
+# -- known bugs, found by the fault schedules ----------------------------------------------------------
+#
+# Each is left out of the schedules exactly (see ``History.excluded`` in replication_sim).
+
+
+def test_a_removal_that_arrives_before_its_session_is_remembered_across_ticks() -> None:
+    a, b = replicas(A, B)
+    creation = a.request(None, put(x=1, y=2), 1.0).messages
+    removal = a.request("s1", delete("x"), 2.0).messages
+    deliver(a, removal, b)
+    b.manager.tick(2.5)  # the node's timer runs while the creation is still on its way
+    deliver(a, creation, b, now=3.0)
+    assert b.sessions() == a.sessions() == {"s1": {"y": 2}}
+
+
+ALIAS_DROPS_STAMPS = (
+    "DeltaManager._apply_alias drops stamps when a rotation arrives after messages for the new id: "
+    "it replaces the metadata held under the new id with the old id's (rename), or keeps only the "
+    "old copy's present keys (merge), so a removal is undone or forgotten"
+)
+
+
+def test_a_removal_under_the_new_id_survives_a_late_rotation() -> None:
+    a, b = replicas(A, B)
+    creation = a.request(None, put(k=1, x=0), 1.0).messages
+    rotation = a.request("s1", lambda s: s.rotate_id(), 2.0).messages
+    removal = a.request("s2", delete("k"), 3.0).messages  # removals only: b keeps its stamp, no copy
+    deliver(a, creation + removal + rotation, b)  # the removal overtook the rotation
+    assert a.sessions() == b.sessions() == {"s2": {"x": 0}}
+
+
+def test_a_removal_under_the_old_id_survives_a_late_rotation() -> None:
+    a, b = replicas(A, B)
+    creation = a.request(None, put(k=1, x=0), 1.0).messages
+    older = a.request("s1", put(k=2), 1.5).messages
+    removal = a.request("s1", delete("k"), 2.0).messages
+    rotation = a.request("s1", lambda s: s.rotate_id(), 3.0).messages
+    update = a.request("s2", put(x=1), 4.0).messages  # overtakes the rotation: b holds both ids
+    deliver(a, creation + removal + update + rotation, b)
+    assert b.sessions() == {"s2": {"x": 1}}
+    deliver(a, older, b)  # a write older than the removal, late
+    assert a.sessions() == b.sessions() == {"s2": {"x": 1}}
+
+
+def test_a_session_rotated_and_ended_by_one_request_stays_ended_where_it_ended() -> None:
+    a, b = replicas(A, B)
+    deliver(a, a.request(None, put(x=1), 1.0).messages, b)
+    late = b.request("s1", put(y=2), 2.0).messages  # on its way to a
+    end = a.request("s1", lambda s: (s.rotate_id(), s.invalidate()), 3.0)
+    assert [(m.payload["id"], m.payload["destroyed"]) for m in end.messages] == [("s1", True)]
+    deliver(a, end.messages, b)
+    deliver(b, late, a)
+    assert (a.manager.is_dead("s1"), a.sessions(), b.sessions()) == (True, {}, {})
+    assert a.store.load("s2", 4.0) is None
+
+
+END_VS_ROTATION = (
+    "An end under the old id concurrent with a rotation: the rotating member follows the end's delta to the "
+    "new id and ends the session, but DeltaManager._apply_alias checks only whether the new id is dead (a "
+    "member that ended the old id and then learns of the rotation keeps the new id alive), and a transfer's "
+    "dead ids are buried without following aliases"
+)
+
+
+def test_an_end_under_the_old_id_wins_over_a_concurrent_rotation_everywhere() -> None:
+    a, b = replicas(A, B)
+    deliver(a, a.request(None, put(x=1), 1.0).messages, b)
+    update = a.request("s1", put(x=2), 2.0).messages
+    rotation = a.request("s1", lambda s: s.rotate_id(), 3.0).messages  # s1 -> s2 on a
+    end = b.request("s1", lambda s: s.invalidate(), 3.0).messages  # a concurrent request with the old cookie
+    deliver(b, end, a)
+    assert a.sessions() == {}  # a follows s1 to s2: ended
+    deliver(a, rotation + update, b)  # the update, late, follows the alias to s2 on b
+    assert a.sessions() == b.sessions() == {}
+
+
+def test_an_end_under_the_old_id_wins_over_a_concurrent_rotation_after_a_partition() -> None:
+    a, b = replicas(A, B)
+    deliver(a, a.request(None, put(x=1), 1.0).messages, b)
+    a.request("s1", lambda s: s.rotate_id(), 2.0)  # s1 -> s2; neither hears of the other: a partition
+    b.request("s1", lambda s: s.invalidate(), 2.0)
+    deliver(a, list(a.manager.stream(B, lambda: 3.0)), b)  # healed: they exchange state
+    deliver(b, list(b.manager.stream(A, lambda: 3.0)), a)
+    assert a.sessions() == b.sessions() == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DeltaManager._apply_alias renames whatever the old id resolves to here: two members that rotate "
+    "one id concurrently (s1 -> s2 and s1 -> s3) each move their copy to the other's new id and end up "
+    "holding the session under different ids",
+)
+def test_members_that_rotate_one_session_concurrently_agree_on_its_id() -> None:
+    a, b, c = replicas(A, B, C)
+    deliver(a, a.request(None, put(x=1), 1.0).messages, b, c)
+    from_a = a.request("s1", lambda s: s.rotate_id(), 2.0)  # two requests with the same cookie
+    from_b = b.request("s1", lambda s: s.rotate_id(), 2.0)
+    assert (from_a.session_id, from_b.session_id) == ("s2", "s3")
+    deliver(a, from_a.messages, b, c)
+    deliver(b, from_b.messages, a, c)
+    assert len(c.sessions()) == 1
+    assert a.sessions() == b.sessions() == c.sessions()
 
 
 # -- clusters on the in-memory network ---------------------------------------------------------------
@@ -853,17 +958,23 @@ def schedules(draw: Any) -> dict[str, Any]:
     }
 
 
+#: Schedules per profile (about 15 s for the five); to hunt for bugs locally, more:
+#: ``REPLICATION_SCHEDULES=1000 pytest --timeout=0 -k every_member_converges tests/core``.
+SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "200"))
+
+
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-@settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=SCHEDULES, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_member_converges_and_no_acknowledged_write_is_lost(profile: str, data: Any) -> None:
     """See ``run_schedule`` for the faults and what is assumed under each."""
     schedule = data.draw(schedules())
     note(repr(schedule))
     history = run_schedule(profile, **schedule)
+    note(f"left out (known bugs): sessions {[history.lineages[n] for n in sorted(history.excluded())]}")
     assert history.lost() == []
     contents = history.divergence()
     first = next(iter(contents.values()))
     assert contents == dict.fromkeys(contents, first)
-    if profile == "reorder":  # nothing is lost there: every request was acknowledged, nothing is left out
+    if profile == "reorder":  # nothing is lost there: every request was acknowledged
         assert [op.request.acknowledged for op in history.ops] == [True] * len(history.ops)

@@ -71,6 +71,8 @@ class _Meta:
     owner_stamp: Stamp = _ZERO
     mii_stamp: Stamp = _ZERO
     last_notice: float = float("-inf")
+    held: bool = True  # False: stamps of removals for a session not here yet, kept until ``until``
+    until: float = float("inf")
 
 
 class DeltaManager:
@@ -137,6 +139,9 @@ class DeltaManager:
         session_id = delta.session_id
         if delta.destroyed:
             self._bury(session_id, now)
+            current = self._resolve(session_id)  # rotated by the same request: the new id ended too
+            if current != session_id:
+                self._bury(current, now)
         else:
             if delta.previous_id is not None:
                 self._alias(delta.previous_id, session_id, now)
@@ -180,7 +185,7 @@ class DeltaManager:
             for entry, values in zip(entries, decoded, strict=True):
                 self._apply_entry(entry, values, now)
             for session_id in body["dead"]:
-                self._apply_dead(session_id, now)
+                self._apply_dead(self._resolve(session_id), now)
             for old, new in body["aliases"].items():
                 self._apply_alias(old, new, now)
             if body["last"] and self._transfers.pop(sender.id, None) is not None:
@@ -250,8 +255,10 @@ class DeltaManager:
     def tick(self, now: float) -> None:
         """Forget tombstones and aliases past their horizon, and the stamps of sessions
         the store expired on its own (not a store listener: listeners cost every write)."""
-        for session_id in [i for i in self._meta if self.store.peek(i) is None and i not in self._tombstones]:
-            del self._meta[session_id]
+        for session_id, meta in list(self._meta.items()):
+            if self.store.peek(session_id) is None and session_id not in self._tombstones:
+                if meta.held or meta.until <= now:
+                    del self._meta[session_id]
         for session_id in [i for i, until in self._tombstones.items() if until <= now]:
             del self._tombstones[session_id]
         for old in [i for i, (_, until) in self._aliases.items() if until <= now]:
@@ -301,6 +308,7 @@ class DeltaManager:
             # back, but keep no empty copy (it would look like an emptied session).
             for key in body["removes"]:
                 meta.stamps[key] = max(stamp, meta.stamps.get(key, _ZERO))
+            meta.held, meta.until = False, now + self._horizon
             return
         session, created = self.store.replica(session_id, now)
         if created:
@@ -340,26 +348,38 @@ class DeltaManager:
             self._apply_dead(previous, now)
             self._alias(previous, new_id, now)
             return
+        if previous in self._tombstones:  # ended under the old id, concurrently: the end wins
+            self._apply_dead(new_id, now)
+            self._alias(previous, new_id, now)
+            return
         old = self.store.peek(previous)
-        old_meta = self._meta.pop(previous, None)
-        if old is not None:
-            if self.store.peek(new_id) is None:
-                self.store.rename(previous, new_id)
-                if old_meta is not None:
-                    self._meta[new_id] = old_meta
-            else:  # both copies: keep, per key, whichever write is newer
-                new = self.store.peek(new_id)
-                assert new is not None
-                meta = self._meta.setdefault(new_id, _Meta())
-                stamps = old_meta.stamps if old_meta is not None else {}
-                for key, value in list(dict.items(old)):
-                    key_stamp = stamps.get(key, _ZERO)
-                    if key_stamp > meta.stamps.get(key, _ZERO) or (key not in new and key not in meta.stamps):
-                        meta.stamps[key] = key_stamp
-                        self._set(new, key, value, self.store.serializer.dumps(value))
-                self.store.drop(previous)
-        elif old_meta is not None:
+        old_meta = self._meta.pop(previous, None) or _Meta()
+        new = self.store.peek(new_id)
+        if old is not None and new is None:  # move the copy; what the new id had is removals only
+            self.store.rename(previous, new_id)
+            removals = self._meta.get(new_id)
+            self._meta[new_id] = old_meta
+            old_meta.held, old_meta.until = True, float("inf")
+            for key, stamp in (removals.stamps if removals is not None else {}).items():
+                if stamp > old_meta.stamps.get(key, _ZERO):
+                    old_meta.stamps[key] = stamp
+                    self._remove(old, key)
+        elif old is not None and new is not None:  # both copies: per key, the newer write or removal
             meta = self._meta.setdefault(new_id, _Meta())
+            for key in {*old_meta.stamps, *dict.keys(old)}:
+                stamp = old_meta.stamps.get(key, _ZERO)
+                value = dict.get(old, key, _MISSING)
+                if stamp > meta.stamps.get(key, _ZERO):
+                    meta.stamps[key] = stamp
+                    if value is _MISSING:
+                        self._remove(new, key)
+                    else:
+                        self._set(new, key, value, self.store.serializer.dumps(value))
+                elif value is not _MISSING and key not in new and key not in meta.stamps:
+                    self._set(new, key, value, self.store.serializer.dumps(value))
+            self.store.drop(previous)
+        else:  # no copy under the old id: its stamps still count
+            meta = self._meta.setdefault(new_id, _Meta(held=False, until=now + self._horizon))
             for key, key_stamp in old_meta.stamps.items():
                 meta.stamps[key] = max(key_stamp, meta.stamps.get(key, _ZERO))
         self._alias(previous, new_id, now)
