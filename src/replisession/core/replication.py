@@ -27,8 +27,8 @@ Where Tomcat's DeltaManager drops, races or blocks, this one does not:
   on its own (``want`` with ids).
 
 Inputs are method calls with ``now``; outputs are :class:`Outgoing` messages for
-the node to send. Payloads are plain msgpack data; :func:`_check` validates every
-field of what arrives before anything is applied.
+the node to send. Payloads are plain msgpack data; :func:`.payloads.check`
+validates every field of what arrives before anything is applied.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ..errors import RemoteProtocolError
 from .delta import SessionDelta
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
+from .payloads import ACCESS, DELTA, ENTRY, MAX_IDS, SESSIONS, WANT, check, check_want
 from .session import _MISSING, Session
 from .store import SessionStore
 
@@ -51,7 +52,6 @@ log = logging.getLogger("replisession.replication")
 
 Stamp = tuple[int, str]
 _ZERO: Stamp = (0, "")
-_MAX_IDS = 1000  # ids in one on-demand request
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +175,12 @@ class DeltaManager:
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         """Apply a message from ``sender``; returns replies (a state transfer's batches come from :meth:`stream`)."""
         if kind == "delta":
-            self._apply_delta(_check(payload, _DELTA), now)
+            self._apply_delta(check(payload, DELTA), now)
         elif kind == "access":
-            self._apply_access(_check(payload, _ACCESS), now)
+            self._apply_access(check(payload, ACCESS), now)
         elif kind == "sessions":
-            body = _check(payload, _SESSIONS)
-            entries = [_check(entry, _ENTRY) for entry in body["sessions"]]  # all valid, or none applied
+            body = check(payload, SESSIONS)
+            entries = [check(entry, ENTRY) for entry in body["sessions"]]  # all valid, or none applied
             decoded = [self._decode_entry(entry) for entry in entries]
             for entry, values in zip(entries, decoded, strict=True):
                 self._apply_entry(entry, values, now)
@@ -191,7 +191,7 @@ class DeltaManager:
             if body["last"] and self._transfers.pop(sender.id, None) is not None:
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
         elif kind == "want":
-            ids = _check(payload, _WANT)["ids"]
+            ids = check(payload, WANT)["ids"]
             if ids is not None:  # on demand: these sessions, at once, in one reply
                 reply = {"sessions": self._entries(ids, now), "last": False, "dead": [], "aliases": {}}
                 return [Outgoing("sessions", reply, (sender,))]
@@ -247,7 +247,7 @@ class DeltaManager:
 
     def fetch(self, session_ids: Iterable[str], targets: Iterable[MemberInfo]) -> Outgoing:
         """Ask ``targets`` for these sessions now (a request for one not transferred yet, or failover)."""
-        return Outgoing("want", {"ids": list(session_ids)[:_MAX_IDS]}, tuple(targets))
+        return Outgoing("want", {"ids": list(session_ids)[:MAX_IDS]}, tuple(targets))
 
     def is_dead(self, session_id: str) -> bool:
         return self._resolve(session_id) in self._tombstones
@@ -552,89 +552,3 @@ class TransferStream:
 def _graveyard(manager: DeltaManager) -> tuple[list[str], dict[str, str]]:
     with manager.store.lock:
         return list(manager._tombstones), {old: new for old, (new, _) in manager._aliases.items()}
-
-
-# -- payload schemas ---------------------------------------------------------------------
-
-_STAMP = "stamp"
-_DELTA = {
-    "id": str,
-    "prev": (str, type(None)),
-    "owner": str,
-    "stamp": _STAMP,
-    "sets": "sets",
-    "removes": "keys",
-    "destroyed": bool,
-    "expired": bool,
-    "mii": "seconds?",
-    "age": "seconds",
-}
-_ACCESS = {"id": str, "owner": str, "stamp": _STAMP}
-_SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"}
-_ENTRY = {
-    "id": str,
-    "owner": str,
-    "owner_stamp": _STAMP,
-    "idle": "seconds",
-    "age": "seconds",
-    "mii": "seconds?",
-    "mii_stamp": _STAMP,
-    "attrs": "attrs",
-    "removed": "removed",
-}
-_WANT = {"ids": (list, type(None))}
-
-
-def _check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Validate a replication payload field by field (peer data is never trusted)."""
-    if not isinstance(payload, dict) or set(payload) != set(schema):
-        raise RemoteProtocolError(f"replication payload must have exactly the fields {sorted(schema)}")
-    for name, kind in schema.items():
-        value = payload[name]
-        if kind == _STAMP:
-            ok = _is_stamp(value)
-        elif kind == "sets":
-            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes) for k, v in value.items())
-        elif kind == "keys":
-            ok = isinstance(value, list) and all(isinstance(k, str) for k in value)
-        elif kind == "attrs":
-            ok = isinstance(value, dict) and all(
-                isinstance(k, str)
-                and isinstance(v, list)
-                and len(v) == 2
-                and isinstance(v[0], bytes)
-                and _is_stamp(v[1])
-                for k, v in value.items()
-            )
-        elif kind in ("seconds", "seconds?"):
-            # Finite and >= 0 (inf: "no limit" for mii); NaN would never expire.
-            ok = (value is None and kind == "seconds?") or (
-                isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
-            )
-        elif kind == "aliases":
-            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-        elif kind == "removed":
-            ok = isinstance(value, dict) and all(isinstance(k, str) and _is_stamp(v) for k, v in value.items())
-        else:
-            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if not ok:
-            raise RemoteProtocolError(f"replication field {name!r} is malformed")
-    if schema is _WANT and payload["ids"] is not None:
-        if len(payload["ids"]) > _MAX_IDS or not all(isinstance(i, str) for i in payload["ids"]):
-            raise RemoteProtocolError("replication field 'ids' is malformed")
-    return payload
-
-
-def _is_stamp(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and type(value[0]) is int
-        and value[0] >= 0
-        and isinstance(value[1], str)
-    )
-
-
-def check_want(payload: Any) -> Mapping[str, Any]:
-    """Validate a ``want`` request (the node reads it before streaming a transfer)."""
-    return _check(payload, _WANT)
