@@ -15,7 +15,7 @@ import contextvars
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..cluster_config import ClusterConfig
@@ -208,7 +208,7 @@ class Replicator(ClusterListener):
             stream = manager.stream(member, self.clock)
         started = time.monotonic()
 
-        future = self.member.stream((message.kind, message.payload, member) for message in stream)
+        future = self.member.stream((message.kind, message.payload, member) for message in _gc_paused(stream))
 
         def report(done: concurrent.futures.Future[int]) -> None:
             elapsed = time.monotonic() - started
@@ -226,3 +226,20 @@ class Replicator(ClusterListener):
         if track and message.wait and pending is not None:
             pending.append(future)
         return future
+
+
+def _gc_paused(batches: Iterable[Outgoing]) -> Iterator[Outgoing]:
+    """Build each batch with the cyclic GC paused: encoding thousands of sessions would
+    otherwise trigger collections that rescan the donor's whole store, again and again."""
+    iterator = iter(batches)
+    while True:
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            batch = next(iterator, None)
+        finally:
+            if collecting:
+                gc.enable()
+        if batch is None:
+            return
+        yield batch
