@@ -20,7 +20,8 @@ class SessionDelta:
     ``sets`` maps each written key to its serialized value (the last write wins,
     as with Tomcat's ``recordAllActions=false``); ``removes`` lists keys removed.
     A key is in at most one of the two. ``version`` increases by one per delta of
-    a session, so a replica can apply deltas in order and ignore stale ones.
+    a session on the member that produced it (replicas order writes by the
+    replication manager's per-key stamps, not by this number).
     ``destroyed`` is set when the session ended (invalidated or emptied); a
     destroyed delta carries no sets. ``max_inactive_interval`` is the session's
     effective idle timeout when it changed (``math.inf`` for none), else None.

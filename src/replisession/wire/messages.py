@@ -1,35 +1,7 @@
-"""Peer messages as the wire sees them (defined in :mod:`replisession.core.messages`)."""
+"""Peer messages as the wire sees them: the types of :mod:`replisession.core.messages`,
+re-exported so wire/ code reads ``from .messages import ...`` like its other modules."""
 
-from ..core.messages import (
-    PROTOCOL_VERSION,
-    Ack,
-    Data,
-    FrameType,
-    Heartbeat,
-    Hello,
-    Leave,
-    MemberInfo,
-    Message,
-    Refuse,
-    SendMode,
-    Welcome,
-    decode_message,
-    encode_message,
-)
+from ..core import messages as _core
+from ..core.messages import *  # noqa: F403
 
-__all__ = [
-    "PROTOCOL_VERSION",
-    "Ack",
-    "Data",
-    "FrameType",
-    "Heartbeat",
-    "Hello",
-    "Leave",
-    "MemberInfo",
-    "Message",
-    "Refuse",
-    "SendMode",
-    "Welcome",
-    "decode_message",
-    "encode_message",
-]
+__all__ = _core.__all__
