@@ -26,8 +26,8 @@ def test_sans_io_modules_import_no_io_or_clock(path: Path) -> None:
     assert imported & FORBIDDEN == set()
 
 
-# DESIGN.md: web -> node -> net -> wire -> core; config and errors from anywhere.
-LAYERS = ["core", "wire", "net", "node", "web"]
+# DESIGN.md: cli -> web -> node -> net -> wire -> core; config and errors from anywhere.
+LAYERS = ["core", "wire", "net", "node", "web", "cli"]
 ANYWHERE = {"errors", "config", "cluster_config"}
 
 
