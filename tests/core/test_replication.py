@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -248,7 +249,7 @@ def test_a_rotated_session_moves_everywhere_and_late_deltas_for_the_old_id_follo
 def owners(replica: Replica, to: MemberInfo, now: float) -> dict[str, str]:
     """Who ``replica`` thinks owns each session, as its state transfer says."""
     return {
-        entry["id"]: entry["owner"]
+        entry[0]: msgpack.unpackb(entry[4])[0]  # packed: [owner, owner_stamp, ...]
         for batch in replica.manager.stream(to, lambda: now)
         for entry in batch.payload["sessions"]
     }
@@ -350,18 +351,9 @@ def good_delta() -> dict[str, Any]:
     }
 
 
-def good_entry() -> dict[str, Any]:
-    return {
-        "id": "s9",
-        "owner": A.id,
-        "owner_stamp": [5, A.id],
-        "idle": 0.0,
-        "age": 0.0,
-        "mii": None,
-        "mii_stamp": [0, ""],
-        "attrs": {"k": [dumps(1), [5, A.id]]},
-        "removed": {},
-    }
+def good_entry() -> list[Any]:
+    """A transferred session: [id, idle, age, mii, packed [owner, owner_stamp, mii_stamp, values, stamps]]."""
+    return ["s9", 0.0, 0.0, None, msgpack.packb([A.id, [5, A.id], [0, ""], dumps({"k": 1}), {"k": [5, A.id]}])]
 
 
 def changed(kind: str, base: Callable[[], dict[str, Any]], **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -401,7 +393,15 @@ MALFORMED = {
     "undecodable value": changed("delta", good_delta, sets={"k": b"\xc1"}),
     "malformed entry in a batch": (
         "sessions",
-        {"sessions": [good_entry(), {"id": "s10"}], "last": True, "dead": [], "aliases": {}},
+        {"sessions": [good_entry(), ["s10"]], "last": True, "dead": [], "aliases": {}},
+    ),
+    "entry idle negative": (
+        "sessions",
+        {"sessions": [["s10", -1.0, *good_entry()[2:]]], "last": True, "dead": [], "aliases": {}},
+    ),
+    "entry packed not bytes": (
+        "sessions",
+        {"sessions": [[*good_entry()[:4], [A.id]]], "last": True, "dead": [], "aliases": {}},
     ),
     "want ids not a list": ("want", {"ids": "s9"}),
     "want ids not text": ("want", {"ids": [9]}),
@@ -493,7 +493,7 @@ def test_a_state_transfer_streams_every_session_in_batches_built_one_at_a_time()
     deliver(a, a.request(ids[9], put(n=99), 20.0).messages, j)
     rest = list(batches)
     assert [(m.kind, m.targets) for m in [first, *rest]] == [("sessions", (C,))] * 4
-    assert [[e["id"] for e in m.payload["sessions"]] for m in [first, *rest]] == [ids[0:3], ids[3:6], ids[6:9], ids[9:]]
+    assert [[e[0] for e in m.payload["sessions"]] for m in [first, *rest]] == [ids[0:3], ids[3:6], ids[6:9], ids[9:]]
     assert [m.payload["last"] for m in [first, *rest]] == [False, False, False, True]
     assert stream.sent == 10
     for batch in [first, *rest]:
@@ -532,7 +532,7 @@ def test_a_session_wanted_before_its_batch_arrives_is_fetched_at_once() -> None:
     want = j.manager.fetch([ids[9], "unknown"], [A])
     assert want == Outgoing("want", {"ids": [ids[9], "unknown"]}, (A,))
     replies = a.manager.receive(C, want.kind, want.payload, 20.0)
-    assert [(r.kind, r.targets, [e["id"] for e in r.payload["sessions"]], r.payload["last"]) for r in replies] == [
+    assert [(r.kind, r.targets, [e[0] for e in r.payload["sessions"]], r.payload["last"]) for r in replies] == [
         ("sessions", (C,), [ids[9]], False)
     ]
     deliver(a, replies, j)
@@ -549,7 +549,7 @@ def test_a_fetch_follows_a_rotated_id_and_never_returns_an_ended_session() -> No
     dead = created(a, 2.0, y=1)
     a.request(dead, lambda s: s.invalidate(), 3.0)
     (reply,) = a.manager.receive(C, "want", {"ids": [old, dead]}, 4.0)
-    assert [e["id"] for e in reply.payload["sessions"]] == [new]
+    assert [e[0] for e in reply.payload["sessions"]] == [new]
 
 
 def test_a_donor_that_leaves_mid_transfer_is_forgotten_the_others_were_asked_too() -> None:
@@ -787,7 +787,7 @@ def transfer_cluster() -> tuple[ReplicationSim, list[str]]:
 def batches(node: Node, donor: Node) -> list[list[str]]:
     """The ids in each ``sessions`` message ``node`` received from ``donor`` (batches and fetch answers)."""
     return [
-        [entry["id"] for entry in payload["sessions"]]
+        [entry[0] for entry in payload["sessions"]]
         for sender, kind, payload in node.member.received
         if kind == "sessions" and sender == donor.info
     ]

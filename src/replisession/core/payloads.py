@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import RemoteProtocolError
 
-__all__ = ["ACCESS", "DELTA", "ENTRY", "MAX_IDS", "SESSIONS", "WANT", "check", "check_want"]
+__all__ = ["ACCESS", "DELTA", "MAX_IDS", "SESSIONS", "WANT", "check", "check_entry", "check_packed", "check_want"]
 
 MAX_IDS = 1000  # ids in one on-demand request
 
@@ -33,17 +33,11 @@ DELTA = {
 }
 ACCESS = {"id": str, "owner": str, "stamp": _STAMP}
 SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"}
-ENTRY = {
-    "id": str,
-    "owner": str,
-    "owner_stamp": _STAMP,
-    "idle": "seconds",
-    "age": "seconds",
-    "mii": "seconds?",
-    "mii_stamp": _STAMP,
-    "attrs": "attrs",
-    "removed": "removed",
-}
+# A transferred session is ``[id, idle, age, mii, packed]``: what expiry needs in the
+# clear, everything else in ``packed``, which a joining member keeps as it is until the
+# session is used (see :class:`.store.Dormant`). ``packed`` is msgpack of
+# ``[owner, owner_stamp, mii_stamp, values, stamps]``: ``values`` the serializer's
+# encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
 WANT = {"ids": (list, type(None))}
 
 
@@ -59,24 +53,10 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
             ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes) for k, v in value.items())
         elif kind == "keys":
             ok = isinstance(value, list) and all(isinstance(k, str) for k in value)
-        elif kind == "attrs":
-            ok = isinstance(value, dict) and all(
-                isinstance(k, str)
-                and isinstance(v, list)
-                and len(v) == 2
-                and isinstance(v[0], bytes)
-                and _is_stamp(v[1])
-                for k, v in value.items()
-            )
         elif kind in ("seconds", "seconds?"):
-            # Finite and >= 0 (inf: "no limit" for mii); NaN would never expire.
-            ok = (value is None and kind == "seconds?") or (
-                isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
-            )
+            ok = (value is None and kind == "seconds?") or _is_seconds(value)
         elif kind == "aliases":
             ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-        elif kind == "removed":
-            ok = isinstance(value, dict) and all(isinstance(k, str) and _is_stamp(v) for k, v in value.items())
         else:
             ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if not ok:
@@ -85,6 +65,42 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
         if len(payload["ids"]) > MAX_IDS or not all(isinstance(i, str) for i in payload["ids"]):
             raise RemoteProtocolError("replication field 'ids' is malformed")
     return payload
+
+
+def check_entry(entry: Any) -> list[Any]:
+    """Validate the clear part of a transferred session (the packed part waits for :func:`check_packed`)."""
+    if not (
+        type(entry) is list
+        and len(entry) == 5
+        and type(entry[0]) is str
+        and _is_seconds(entry[1])
+        and _is_seconds(entry[2])
+        and (entry[3] is None or _is_seconds(entry[3]))
+        and type(entry[4]) is bytes
+    ):
+        raise RemoteProtocolError("a transferred session entry is malformed")
+    return entry
+
+
+def check_packed(packed: Any) -> list[Any]:
+    """Validate the unpacked part of a transferred session."""
+    if not (
+        type(packed) is list
+        and len(packed) == 5
+        and type(packed[0]) is str
+        and _is_stamp(packed[1])
+        and _is_stamp(packed[2])
+        and type(packed[3]) is bytes
+        and type(packed[4]) is dict
+        and all(type(k) is str and _is_stamp(v) for k, v in packed[4].items())
+    ):
+        raise RemoteProtocolError("a transferred session is malformed")
+    return packed
+
+
+def _is_seconds(value: Any) -> bool:
+    # >= 0 (inf: "no limit" for mii); NaN fails the comparison, and would never expire.
+    return isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_stamp(value: Any) -> bool:

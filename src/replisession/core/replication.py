@@ -22,9 +22,11 @@ Where Tomcat's DeltaManager drops, races or blocks, this one does not:
   arrival; a state transfer carries how long each session has been idle, not
   when it was last used by another machine's clock.
 * **State transfer streams.** A joining member asks one member for everything and
-  receives it in batches, each acknowledged before the next is built, while it
-  already serves requests; a session asked for before its batch arrives is fetched
-  on its own (``want`` with ids).
+  receives it in batches, a bounded number in flight, while it already serves
+  requests; a session asked for before its batch arrives is fetched on its own
+  (``want`` with ids). Each session travels packed and the joiner keeps it packed
+  (:class:`.store.Dormant`) until it is used or changed, so a transfer costs the joiner
+  little more than the bytes, and a member passes on copies it never unpacked.
 
 Inputs are method calls with ``now``; outputs are :class:`Outgoing` messages for
 the node to send. Payloads are plain msgpack data; :func:`.payloads.check`
@@ -34,17 +36,20 @@ validates every field of what arrives before anything is applied.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from ..errors import RemoteProtocolError
 from .delta import SessionDelta
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
-from .payloads import ACCESS, DELTA, ENTRY, MAX_IDS, SESSIONS, WANT, check, check_want
+from .payloads import ACCESS, DELTA, MAX_IDS, SESSIONS, WANT, check, check_entry, check_packed, check_want
 from .session import _MISSING, Session
-from .store import SessionStore
+from .store import Dormant, SessionStore
 
 __all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 
@@ -105,6 +110,7 @@ class DeltaManager:
         self._horizon = (idle or 3600.0) * 2 + self.access_throttle
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
+        store.waker = self._wake
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -180,10 +186,8 @@ class DeltaManager:
             self._apply_access(check(payload, ACCESS), now)
         elif kind == "sessions":
             body = check(payload, SESSIONS)
-            entries = [check(entry, ENTRY) for entry in body["sessions"]]  # all valid, or none applied
-            decoded = [self._decode_entry(entry) for entry in entries]
-            for entry, values in zip(entries, decoded, strict=True):
-                self._apply_entry(entry, values, now)
+            for entry in [check_entry(entry) for entry in body["sessions"]]:  # all valid, or none taken
+                self._take_entry(entry, now)
             for session_id in body["dead"]:
                 self._apply_dead(self._resolve(session_id), now)
             for old, new in body["aliases"].items():
@@ -256,7 +260,7 @@ class DeltaManager:
         """Forget tombstones and aliases past their horizon, and the stamps of sessions
         the store expired on its own (not a store listener: listeners cost every write)."""
         for session_id, meta in list(self._meta.items()):
-            if self.store.peek(session_id) is None and session_id not in self._tombstones:
+            if session_id not in self.store and session_id not in self._tombstones:
                 if meta.held or meta.until <= now:
                     del self._meta[session_id]
         for session_id in [i for i, until in self._tombstones.items() if until <= now]:
@@ -393,8 +397,34 @@ class DeltaManager:
             return
         self._touch(session, self._meta.setdefault(session_id, _Meta()), body["owner"], stamp, now)
 
-    def _decode_entry(self, entry: Mapping[str, Any]) -> dict[str, Any]:
-        return {key: self._loads(encoded) for key, (encoded, _) in entry["attrs"].items()}
+    def _take_entry(self, entry: list[Any], now: float) -> None:
+        """A transferred session: kept packed if new here, merged at once if a copy is held."""
+        session_id, idle, age, mii, packed = entry
+        session_id = self._resolve(session_id)
+        if session_id in self._tombstones:
+            return
+        interval = None if mii is None or mii == math.inf else float(mii)
+        copy = Dormant(now - idle, now - age, interval, self.access_throttle, (mii, packed))
+        if session_id in self.store:
+            self._wake(session_id, copy)
+        else:
+            self.store.hold(session_id, copy)
+
+    def _wake(self, session_id: str, copy: Dormant) -> None:
+        """Unpack a transferred copy into the store (the store's waker; under its lock)."""
+        try:
+            owner, owner_stamp, mii_stamp, encoded, stamps = check_packed(
+                msgpack.unpackb(copy.data[1], raw=False, strict_map_key=True)
+            )
+            values = self._loads(encoded)
+            if type(values) is not dict or not all(type(key) is str for key in values):
+                raise RemoteProtocolError("the attributes of a transferred session are not a map of names")
+        except (RemoteProtocolError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            # From an authenticated member, so a bug or a version mismatch: say so, and
+            # serve as if the copy never came (a request gets a fresh session).
+            log.error("a transferred copy of session %s cannot be read: %s", session_id, exc)
+            return
+        self._apply_entry(session_id, copy, owner, _stamp(owner_stamp), _stamp(mii_stamp), values, stamps)
 
     def _loads(self, encoded: bytes) -> Any:
         try:
@@ -402,40 +432,48 @@ class DeltaManager:
         except Exception as exc:  # msgpack raises several types for bytes it cannot read
             raise RemoteProtocolError(f"a replicated value cannot be decoded: {exc}") from exc
 
-    def _apply_entry(self, entry: Mapping[str, Any], values: Mapping[str, Any], now: float) -> None:
-        for raw in (entry["owner_stamp"], entry["mii_stamp"], *entry["removed"].values()):
-            self._witness((raw[0], raw[1]))
-        session_id = self._resolve(entry["id"])
-        if session_id in self._tombstones:
-            return
-        session, created = self.store.replica(session_id, now)
+    def _apply_entry(
+        self,
+        session_id: str,
+        copy: Dormant,
+        owner: str,
+        owner_stamp: Stamp,
+        mii_stamp: Stamp,
+        values: Mapping[str, Any],
+        stamps: Mapping[str, list[Any]],
+    ) -> None:
+        self._witness(owner_stamp)
+        self._witness(mii_stamp)
+        session, created = self.store.replica(session_id, copy.last_accessed)
         meta = self._meta.setdefault(session_id, _Meta())
         if created:
-            session.created_at = now - entry["age"]
+            session.created_at = copy.created_at
             if self.notify and self.store.listeners:
                 fire(self.store.listeners, "session_created", session)
-        for key, (encoded, raw) in entry["attrs"].items():
-            stamp: Stamp = (raw[0], raw[1])
+        for key, value in values.items():
+            raw = stamps.get(key)
+            stamp = _ZERO if raw is None else _stamp(raw)
             self._witness(stamp)
             if stamp > meta.stamps.get(key, _ZERO) or (created and stamp == _ZERO):
                 meta.stamps[key] = stamp
-                self._set(session, key, values[key], encoded)
-        for key, raw in entry["removed"].items():
-            stamp = (raw[0], raw[1])
+                self._set(session, key, value, None)
+        for key, raw in stamps.items():
+            if key in values:
+                continue
+            stamp = _stamp(raw)
+            self._witness(stamp)
             if stamp > meta.stamps.get(key, _ZERO):
                 meta.stamps[key] = stamp
                 self._remove(session, key)
-        mii_stamp: Stamp = (entry["mii_stamp"][0], entry["mii_stamp"][1])
-        if entry["mii"] is not None and (mii_stamp > meta.mii_stamp or created):
+        mii = copy.data[0]
+        if mii is not None and (mii_stamp > meta.mii_stamp or created):
             meta.mii_stamp = mii_stamp
-            session._max_inactive_interval = None if entry["mii"] == float("inf") else float(entry["mii"])
-        owner_stamp: Stamp = (entry["owner_stamp"][0], entry["owner_stamp"][1])
+            session._max_inactive_interval = None if mii == math.inf else float(mii)
         if owner_stamp >= meta.owner_stamp:
-            meta.owner, meta.owner_stamp = entry["owner"], owner_stamp
+            meta.owner, meta.owner_stamp = owner, owner_stamp
         # Idle time, not a timestamp: another machine's clock never enters.
-        idle = max(0.0, float(entry["idle"]))
-        if created or now - idle > (session.last_accessed or now):
-            session.last_accessed = now - idle
+        if created or copy.last_accessed > (session.last_accessed or copy.last_accessed):
+            session.last_accessed = copy.last_accessed
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
     def _touch(self, session: Session, meta: _Meta, owner: str, stamp: Stamp, now: float) -> None:
@@ -444,13 +482,14 @@ class DeltaManager:
             meta.owner, meta.owner_stamp = owner, stamp
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
-    def _set(self, session: Session, key: str, value: Any, encoded: bytes) -> None:
+    def _set(self, session: Session, key: str, value: Any, encoded: bytes | None) -> None:
         if session._delta is not None and key in session._delta:
             return  # a request here wrote it and has not released yet: its newer stamp will win
         old = dict.get(session, key, _MISSING)
         dict.__setitem__(session, key, value)
         if session._read is not None and key in session._read:
-            session._read[key] = encoded  # a local reader's snapshot follows, so no false change
+            # A local reader's snapshot follows, so no false change.
+            session._read[key] = encoded if encoded is not None else self.store.serializer.dumps(value)
         if self.notify and self.store.listeners:
             if old is _MISSING:
                 fire(self.store.listeners, "attribute_added", session, key, value)
@@ -473,36 +512,36 @@ class DeltaManager:
     def _alias(self, old: str, new: str, now: float) -> None:
         self._aliases[old] = (new, now + self._horizon)
 
-    def _entries(self, session_ids: Iterable[str], now: float) -> list[dict[str, Any]]:
-        entries = []
-        dumps = self.store.serializer.dumps
+    def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:
+        """Transfer entries (see :mod:`.payloads`); a dormant copy is passed on still packed."""
+        entries: list[list[Any]] = []
+        store = self.store
+        dumps = store.serializer.packer()
+        pack = msgpack.Packer().pack  # stamps are tuples; msgpack writes them as arrays
+        local = self.local.id
         for requested in session_ids:
-            session_id = self._resolve(requested)
-            session = self.store.peek(session_id)
+            session = store.live(requested)
+            session_id = requested
+            if session is None:  # dormant, or rotated meanwhile
+                session_id = self._resolve(requested)
+                copy = store.dormant(session_id)
+                if copy is not None:
+                    idle, age = max(0.0, now - copy.last_accessed), max(0.0, now - copy.created_at)
+                    entries.append([session_id, idle, age, copy.data[0], copy.data[1]])
+                    continue
+                session = store.live(session_id)
             if session is None or session.last_accessed is None:
                 continue
-            meta = self._meta.get(session_id) or _Meta(owner=self.local.id)
+            meta = self._meta.get(session_id) or _Meta(owner=local)
             try:
-                attrs = {
-                    key: [dumps(value), list(meta.stamps.get(key, _ZERO))] for key, value in list(dict.items(session))
-                }
+                encoded = dumps(dict(dict.items(session)))  # not dict(session): that reads as a request would
             except TypeError as exc:  # changed in place into something unencodable
                 log.error("session %s cannot be transferred: %s", session_id, exc)
                 continue
-            removed = {k: list(s) for k, s in meta.stamps.items() if k not in attrs}
-            entries.append(
-                {
-                    "id": session_id,
-                    "owner": meta.owner or self.local.id,
-                    "owner_stamp": list(meta.owner_stamp),
-                    "idle": max(0.0, now - session.last_accessed),
-                    "age": self._age(session_id, now),
-                    "mii": session._max_inactive_interval,
-                    "mii_stamp": list(meta.mii_stamp),
-                    "attrs": attrs,
-                    "removed": removed,
-                }
-            )
+            packed = pack([meta.owner or local, meta.owner_stamp, meta.mii_stamp, encoded, meta.stamps])
+            idle = now - session.last_accessed
+            age = now - session.created_at if session.created_at is not None else 0.0
+            entries.append([session_id, max(0.0, idle), max(0.0, age), session._max_inactive_interval, packed])
         return entries
 
 
@@ -523,30 +562,37 @@ class TransferStream:
 
     def __iter__(self) -> Iterator[Outgoing]:
         manager = self._manager
-        batch: list[dict[str, Any]] = []
+        batch: list[list[Any]] = []
         size = 0
-        for position, session_id in enumerate(self._ids, 1):
-            with manager.store.lock:  # one session at a time: requests are never held up long
-                entries = manager._entries((session_id,), self._now())
+        ids = self._ids
+        for start in range(0, len(ids), _CHUNK):
+            with manager.store.lock:  # a few sessions at a time: requests are never held up long
+                entries = manager._entries(ids[start : start + _CHUNK], self._now())
             for entry in entries:
                 batch.append(entry)
-                size += sum(len(value) for value, _ in entry["attrs"].values()) + 128
-            last = position == len(self._ids)
-            # A batch ends at batch_size sessions or batch_bytes, so it always fits a frame.
-            if last or len(batch) >= manager.batch_size or size >= manager.batch_bytes:
-                self.sent += len(batch)
-                yield self._batch(batch, last)
-                batch, size = [], 0
-        if not self._ids:
-            yield self._batch([], True)
+                size += len(entry[4]) + 64
+                # A batch ends at batch_size sessions or batch_bytes, so it always fits a frame.
+                if len(batch) >= manager.batch_size or size >= manager.batch_bytes:
+                    self.sent += len(batch)
+                    yield self._batch(batch, False)
+                    batch, size = [], 0
+        self.sent += len(batch)
+        yield self._batch(batch, True)
         self.finished = True
 
-    def _batch(self, entries: list[dict[str, Any]], last: bool) -> Outgoing:
+    def _batch(self, entries: list[list[Any]], last: bool) -> Outgoing:
         # The last batch also says which sessions ended and which ids were rotated, so a
         # member that missed an invalidation drops its copy.
         dead, aliases = _graveyard(self._manager) if last else ([], {})
         body = {"sessions": entries, "last": last, "dead": dead, "aliases": aliases}
         return Outgoing("sessions", body, (self.to,))
+
+
+_CHUNK = 64  # sessions encoded per hold of the store's lock during a transfer
+
+
+def _stamp(raw: list[Any]) -> Stamp:
+    return (raw[0], raw[1])
 
 
 def _graveyard(manager: DeltaManager) -> tuple[list[str], dict[str, str]]:

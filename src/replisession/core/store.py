@@ -28,7 +28,7 @@ from .listeners import DestroyReason, SessionListener, fire
 from .serializer import SessionSerializer
 from .session import Session
 
-__all__ = ["SessionPolicy", "SessionStore"]
+__all__ = ["Dormant", "SessionPolicy", "SessionStore"]
 
 log = logging.getLogger("replisession.store")
 
@@ -67,6 +67,23 @@ class SessionPolicy:
             )
 
 
+@dataclass(slots=True)
+class Dormant:
+    """A copy of another member's session kept packed until something needs it.
+
+    A state transfer hands a joining member thousands of sessions that it may never
+    serve; decoding each into a :class:`Session` would cost far more time and memory
+    than keeping the bytes. The store knows only what expiry needs; ``data`` belongs
+    to whoever wakes it (the replication manager, through :attr:`SessionStore.waker`).
+    """
+
+    last_accessed: float
+    created_at: float
+    max_inactive_interval: float | None  # None: the store's default
+    grace: float  # extra idle seconds a copy of another member's session is allowed
+    data: Any
+
+
 class SessionStore:
     """All live sessions of this member."""
 
@@ -87,6 +104,10 @@ class SessionStore:
         self.session_class = session_class
         self._id_factory = id_factory
         self._sessions: dict[str, Session] = {}
+        self._dormant: dict[str, Dormant] = {}
+        # Turns a dormant copy into a stored session (it calls :meth:`replica`); without
+        # one, dormant copies are never woken and only expire.
+        self.waker: Callable[[str, Dormant], None] | None = None
         self.change_sink: ChangeSink | None = None
         # Ids this store rotated away, with their successors: replication must never
         # recreate a retired id from a late message (session fixation), only follow it.
@@ -95,15 +116,19 @@ class SessionStore:
     # -- introspection -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return len(self._sessions) + len(self._dormant)
 
     def __contains__(self, session_id: object) -> bool:
-        return session_id in self._sessions
+        return session_id in self._sessions or session_id in self._dormant
 
     def ids(self) -> list[str]:
-        """A snapshot of the stored session ids."""
+        """A snapshot of the stored session ids (dormant copies included)."""
         with self._lock:
-            return list(self._sessions)
+            return [*self._sessions, *self._dormant]
+
+    @property
+    def dormant_count(self) -> int:
+        return len(self._dormant)
 
     @property
     def lock(self) -> AbstractContextManager[Any]:
@@ -111,8 +136,23 @@ class SessionStore:
         return self._lock
 
     def peek(self, session_id: str) -> Session | None:
-        """The stored session with this id, without any expiry check or side effect."""
+        """The stored session with this id, without any expiry check (a dormant copy is woken)."""
+        return self._get(session_id)
+
+    def live(self, session_id: str) -> Session | None:
+        """The unpacked stored session with this id; a dormant copy stays dormant (None)."""
         return self._sessions.get(session_id)
+
+    def dormant(self, session_id: str) -> Dormant | None:
+        """The dormant copy with this id, left dormant (to pass it on as it is)."""
+        return self._dormant.get(session_id)
+
+    def hold(self, session_id: str, copy: Dormant) -> None:
+        """Keep a copy of another member's session packed; ``session_id`` must be unheld."""
+        with self._lock:
+            if session_id in self._sessions:
+                raise ValueError(f"session {session_id} is already held")
+            self._dormant[session_id] = copy
 
     @property
     def track_changes(self) -> bool:
@@ -133,7 +173,7 @@ class SessionStore:
         Every successful load must be paired with :meth:`release` at request end.
         """
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._get(session_id)
             if session is None:
                 return None
             if session._holders == 0 and self._is_expired(session, now):  # in use is not idle
@@ -177,7 +217,7 @@ class SessionStore:
     def _attach(self, session: Session) -> None:
         with self._lock:
             limit = self.policy.max_active_sessions
-            if limit is not None and len(self._sessions) >= limit:
+            if limit is not None and len(self) >= limit:
                 session._refused = True
                 raise TooManySessionsError(f"max_active_sessions ({limit}) reached; new sessions are refused")
             session_id = self._unused_id()
@@ -221,7 +261,7 @@ class SessionStore:
         Only replication calls this, with ids that came from authenticated peers.
         """
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._get(session_id)
             if session is not None:
                 return session, False
             session = self.session_class(store=self)
@@ -234,6 +274,12 @@ class SessionStore:
     def rename(self, old_id: str, new_id: str) -> Session | None:
         """Re-key a copy whose owner rotated its id."""
         with self._lock:
+            copy = self._dormant.pop(old_id, None)
+            if copy is not None and new_id not in self:
+                self._dormant[new_id] = copy  # still packed: nothing inside names its id
+                return None
+            if copy is not None:
+                self._wake(old_id, copy)
             session = self._sessions.pop(old_id, None)
             if session is not None:
                 session._id = new_id
@@ -243,6 +289,9 @@ class SessionStore:
     def drop(self, session_id: str) -> Session | None:
         """Remove a copy because its owner ended it; no delta, no listener (the caller decides)."""
         with self._lock:
+            copy = self._dormant.pop(session_id, None)
+            if copy is not None and self.listeners:
+                self._wake(session_id, copy)  # listeners are told what ended, as for any copy
             session = self._sessions.pop(session_id, None)
             if session is not None:
                 session._id = None
@@ -256,7 +305,23 @@ class SessionStore:
             expired = [s for s in self._sessions.values() if s._holders == 0 and self._is_expired(s, now)]
             for session in expired:
                 self._remove(session, DestroyReason.EXPIRED)
-            return len(expired)
+            ended = [i for i, copy in self._dormant.items() if self._dormant_expired(copy, now)]
+            for session_id in ended:
+                copy = self._dormant.pop(session_id)
+                if self.listeners:  # woken only to be ended, so listeners hear of it
+                    woken = self._wake(session_id, copy)
+                    if woken is not None:
+                        self._remove(woken, DestroyReason.EXPIRED)
+            return len(expired) + len(ended)
+
+    def _dormant_expired(self, copy: Dormant, now: float) -> bool:
+        idle = copy.max_inactive_interval
+        if idle is None:
+            idle = self.policy.max_inactive_interval
+        if idle is not None and now - copy.last_accessed >= idle + copy.grace:
+            return True
+        lifetime = self.policy.max_lifetime
+        return lifetime is not None and now - copy.created_at >= lifetime
 
     def _is_expired(self, session: Session, now: float) -> bool:
         idle = session.max_inactive_interval
@@ -274,8 +339,27 @@ class SessionStore:
     def _unused_id(self) -> str:
         while True:  # 144 random bits: a collision is astronomically unlikely, but cheap to rule out
             session_id = self._id_factory()
-            if session_id not in self._sessions:
+            if session_id not in self._sessions and session_id not in self._dormant:
                 return session_id
+
+    def _get(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None and self._dormant:
+            with self._lock:  # a reader without the lock waits for a wake under way
+                session = self._sessions.get(session_id)
+                copy = self._dormant.pop(session_id, None) if session is None else None
+                if copy is not None:
+                    session = self._wake(session_id, copy)
+        return session
+
+    def _wake(self, session_id: str, copy: Dormant) -> Session | None:
+        """Unpack a dormant copy (already taken out of the dormant map) into a stored
+        session; None if nothing can wake it or it cannot be read."""
+        if self.waker is None:
+            return None
+        with self._lock:
+            self.waker(session_id, copy)
+            return self._sessions.get(session_id)
 
     def _start_tracking(self, session: Session) -> None:
         if self.change_sink is not None and session._delta is None:

@@ -10,6 +10,7 @@ effects from ``core`` to ``net`` and events from ``net`` to ``core``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import secrets
@@ -39,6 +40,9 @@ from ..wire.auth import derive_cluster_key
 from .loop import LoopThread
 
 __all__ = ["ClusterListener", "ClusterMember", "Handler"]
+
+#: Unacknowledged messages a stream may have out at once.
+STREAM_WINDOW = 2
 
 log = logging.getLogger("replisession.cluster")
 
@@ -157,8 +161,9 @@ class ClusterMember:
         return future
 
     def stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> concurrent.futures.Future[int]:
-        """Send ``(kind, payload, target)`` messages one after another, each acknowledged
-        (received) before the next is even built: bounded memory for a state transfer.
+        """Send ``(kind, payload, target)`` messages in order, each acknowledged (received),
+        with at most ``STREAM_WINDOW`` unacknowledged: the next message is built while the
+        receiver handles the last, and memory stays bounded (a state transfer).
         The future gives how many were acknowledged; it stops at the first failure."""
         return self._loop_thread.submit(self._stream(messages))
 
@@ -166,13 +171,29 @@ class ClusterMember:
 
     async def _stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> int:
         done = 0
+        window: collections.deque[tuple[concurrent.futures.Future[SendOutcome], MemberInfo]] = collections.deque()
         for kind, payload, target in messages:
-            outcome = await self._send(kind, payload, SendMode.ACK, [target], None)
-            if not outcome.ok:
-                log.warning("stream to %s stopped after %d messages: %s", target, done, outcome.failures())
-                break
+            future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
+            self._send_now(kind, payload, SendMode.ACK, [target], None, future)
+            window.append((future, target))
+            await asyncio.sleep(0)  # let the transport flush before the next message is built
+            while len(window) >= STREAM_WINDOW or (window and window[0][0].done()):
+                if not await self._acknowledged(*window.popleft(), done):
+                    return done
+                done += 1
+        while window:
+            if not await self._acknowledged(*window.popleft(), done):
+                return done
             done += 1
         return done
+
+    async def _acknowledged(
+        self, future: concurrent.futures.Future[SendOutcome], target: MemberInfo, done: int
+    ) -> bool:
+        outcome = await asyncio.wrap_future(future)
+        if not outcome.ok:
+            log.warning("stream to %s stopped after %d messages: %s", target, done, outcome.failures())
+        return outcome.ok
 
     async def _start(self) -> MemberInfo:
         config = self.config
