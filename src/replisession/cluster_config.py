@@ -28,6 +28,7 @@ __all__ = ["SEND_FAILURES", "SEND_MODES", "ClusterConfig", "Seed"]
 
 SEND_MODES = ("async", "ack", "sync")
 SEND_FAILURES = ("log", "fail")
+MANAGERS = ("delta", "backup")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -105,6 +106,8 @@ class ClusterConfig:
     send_mode: str = "sync"  # async | ack | sync: when a request's changes count as replicated
     send_failure: str = "log"  # log | fail: a member that does not answer in time (fail: 503)
     notify_listeners_on_replication: bool = True  # Tomcat's notifyListenersOnReplication
+    manager: str = "delta"  # delta: every member holds every session; backup: a primary and `backups` others
+    backups: int = 1  # copies besides the primary (manager="backup")
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -280,6 +283,13 @@ def _parse_seconds(text: str, name: str) -> float:
         raise ConfigError(f"{name}={text!r} is not a number of seconds") from None
 
 
+def _parse_count(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a whole number") from None
+
+
 def _parse_bytes(text: str, name: str) -> int:
     try:
         return int(text)
@@ -314,6 +324,8 @@ _SETTINGS: dict[str, _Setting] = {
     "notify_listeners_on_replication": _setting(
         "REPLISESSION_NOTIFY_LISTENERS_ON_REPLICATION", _parse_flag, "notify_listeners_on_replication"
     ),
+    "manager": _setting("REPLISESSION_MANAGER", _parse_choice, "manager"),
+    "backups": _setting("REPLISESSION_BACKUPS", _parse_count, "backups"),
 }
 
 
@@ -408,10 +420,13 @@ def _validated(values: dict[str, Any], name: _Names) -> dict[str, Any]:
 
     out.update(_check_tls(values, name))
 
-    for field, choices in (("send_mode", SEND_MODES), ("send_failure", SEND_FAILURES)):
+    for field, choices in (("send_mode", SEND_MODES), ("send_failure", SEND_FAILURES), ("manager", MANAGERS)):
         value = values[field]
         if value not in choices:
             raise ConfigError(f"{name.show(field, value)} must be one of {', '.join(choices)}")
+    backups = values["backups"]
+    if not isinstance(backups, int) or isinstance(backups, bool) or not 1 <= backups <= 16:
+        raise ConfigError(f"{name.show('backups', backups)} must be a whole number from 1 to 16")
     if not isinstance(values["notify_listeners_on_replication"], bool):
         raise ConfigError(
             f"{name.show('notify_listeners_on_replication', values['notify_listeners_on_replication'])}"

@@ -117,7 +117,7 @@ class Replica:
         """The end of a request: release, then what the manager sends for it."""
         returned = self.store.release(session, now)
         deltas, self._sunk[:] = list(self._sunk), []
-        messages = [self.manager.replicate(delta, now) for delta in deltas]
+        messages = [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
         if returned is None:
             messages.extend(self.manager.accessed(session, now))
         return Done(loaded, session.id, messages, deltas)
@@ -126,7 +126,7 @@ class Replica:
         """The node's expiry timer: what the sweep ended, as messages for the others."""
         self.store.sweep(now)
         deltas, self._sunk[:] = list(self._sunk), []
-        return [self.manager.replicate(delta, now) for delta in deltas]
+        return [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
 
     def receive(self, sender: Replica, message: Outgoing, now: float) -> list[Outgoing]:
         return self.manager.receive(sender.info, message.kind, message.payload, now)

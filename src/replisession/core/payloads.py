@@ -13,7 +13,18 @@ from typing import Any
 
 from ..errors import RemoteProtocolError
 
-__all__ = ["ACCESS", "DELTA", "MAX_IDS", "SESSIONS", "WANT", "check", "check_entry", "check_packed", "check_want"]
+__all__ = [
+    "ACCESS",
+    "DELTA",
+    "MAX_IDS",
+    "PLACEMENT",
+    "SESSIONS",
+    "WANT",
+    "check",
+    "check_entry",
+    "check_packed",
+    "check_want",
+]
 
 MAX_IDS = 1000  # ids in one on-demand request
 
@@ -39,6 +50,7 @@ SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"
 # ``[owner, owner_stamp, mii_stamp, values, stamps]``: ``values`` the serializer's
 # encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
 WANT = {"ids": (list, type(None))}
+PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool}
 
 
 def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:

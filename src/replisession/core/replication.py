@@ -114,9 +114,20 @@ class DeltaManager:
 
     # -- this member's requests ------------------------------------------------------------
 
+    #: True when a member without a copy must ask every member for it (copies are not everywhere).
+    locates = False
+
     def replicate(self, delta: SessionDelta, now: float) -> Outgoing:
         """The message that carries a session's change (or end) to the others."""
         return self._delta_message(delta, now)
+
+    def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
+        """Every message a session's change (or end) needs: here, one delta to every member."""
+        return [self._delta_message(delta, now)]
+
+    def rebalance(self, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """What membership changes require of these sessions: nothing, every member holds every one."""
+        return []
 
     def accessed(self, session: Session, now: float) -> list[Outgoing]:
         """A request read ``session`` without changing it: a notice, at most every ``access_throttle``
@@ -454,7 +465,9 @@ class DeltaManager:
             raw = stamps.get(key)
             stamp = _ZERO if raw is None else _stamp(raw)
             self._witness(stamp)
-            if stamp > meta.stamps.get(key, _ZERO) or (created and stamp == _ZERO):
+            known = meta.stamps.get(key, _ZERO)
+            # A new copy takes a value whose write it already knew of (same stamp): it has no value yet.
+            if stamp > known or (created and stamp == known):
                 meta.stamps[key] = stamp
                 self._set(session, key, value, None)
         for key, raw in stamps.items():

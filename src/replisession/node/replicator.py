@@ -14,11 +14,13 @@ import concurrent.futures
 import contextvars
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..cluster_config import ClusterConfig
+from ..core.backup import BackupManager
 from ..core.channel import SendOutcome
 from ..core.delta import SessionDelta
 from ..core.messages import MemberInfo, SendMode
@@ -32,7 +34,9 @@ __all__ = ["Replicator"]
 log = logging.getLogger("replisession.replication")
 
 _MODES = {"async": SendMode.ASYNC, "ack": SendMode.ACK, "sync": SendMode.SYNC}
-_KINDS = ("delta", "access", "sessions", "want")
+_KINDS = ("delta", "access", "sessions", "want", "placement")
+_REBALANCE_CHUNK = 256  # sessions re-placed per hold of the store's lock
+_REBALANCE_WINDOW = 4  # chunks sent and not yet acknowledged
 
 #: The sends of the request being handled (set per request by :meth:`Replicator.begin`).
 _pending: contextvars.ContextVar[list[concurrent.futures.Future[SendOutcome]] | None] = contextvars.ContextVar(
@@ -54,6 +58,7 @@ class Replicator(ClusterListener):
         # The last delta sent per session: a request whose own write went out with a
         # concurrent request's release must still wait for it (parallel XHRs).
         self._in_flight: dict[str, concurrent.futures.Future[SendOutcome]] = {}
+        self._rebalances = 0  # a newer rebalance makes an older one stop
         member.listeners.append(self)
         member.on_bound = self._attach
         for kind in _KINDS:
@@ -61,7 +66,9 @@ class Replicator(ClusterListener):
 
     def _attach(self, local: MemberInfo) -> None:
         """On the member thread, once bound and before it dials or answers anyone."""
-        if self.manager is None:
+        if self.manager is None and self.config.manager == "backup":
+            self.manager = BackupManager(self.store, local, backups=self.config.backups)
+        elif self.manager is None:
             self.manager = DeltaManager(
                 self.store, local, notify_listeners_on_replication=self.config.notify_listeners_on_replication
             )
@@ -90,10 +97,11 @@ class Replicator(ClusterListener):
         manager = self.manager
         if manager is None:
             return
-        with self.store.lock:
-            outgoing = manager.replicate(delta, self.clock())
-        future = self._send(outgoing)
-        if delta.destroyed:
+        future = None
+        with self.store.lock:  # sent in the order decided: a rebalance sends under this lock too
+            for message in manager.replicate_all(delta, self.clock()):
+                future = self._send(message)
+        if delta.destroyed or future is None:
             self._in_flight.pop(delta.session_id, None)
         else:
             self._in_flight[delta.session_id] = future
@@ -114,9 +122,8 @@ class Replicator(ClusterListener):
         if not session.accessed:
             return
         with self.store.lock:
-            outgoing = manager.accessed(session, self.clock())
-        for message in outgoing:
-            self._send(message)
+            for message in manager.accessed(session, self.clock()):
+                self._send(message)
 
     def pending(self) -> list[concurrent.futures.Future[SendOutcome]]:
         """The sends this request must wait for before its response leaves, and forget them."""
@@ -150,7 +157,9 @@ class Replicator(ClusterListener):
         if not members:
             return None
         same_route = [m for m in members if route is not None and m.route == route]
-        if self.store.peek(session_id) is not None:
+        if manager.locates and self.store.peek(session_id) is None:
+            targets = members  # copies are on a few members: ask them all
+        elif self.store.peek(session_id) is not None:
             if route == self.member.local.route or not same_route:
                 return None  # ours, or the member that served it last is gone (plain failover)
             # The balancer came back to us while that member is alive: it may have writes we
@@ -169,6 +178,7 @@ class Replicator(ClusterListener):
                 outgoing = self.manager.request_transfer([member], self.clock())
             for message in outgoing:
                 self._send(message, track=False)
+            self._rebalance()
 
     def member_left(self, member: MemberInfo, reason: str) -> None:
         if self.manager is not None:
@@ -176,6 +186,36 @@ class Replicator(ClusterListener):
                 outgoing = self.manager.member_left(member, self.member.members(), self.clock())
             for message in outgoing:
                 self._send(message, track=False)
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        """Re-place every session after a membership change (BackupManager), on a thread of its
+        own so the member loop keeps serving: chunk by chunk, each chunk's messages sent before
+        the store's lock is let go, so a request's delta can never overtake the copy it updates."""
+        if not self.manager or not self.manager.locates:
+            return
+        self._rebalances += 1
+        threading.Thread(target=self._rebalance_all, args=(self._rebalances,), daemon=True).start()
+
+    def _rebalance_all(self, generation: int) -> None:
+        manager = self.manager
+        assert manager is not None
+        ids = self.store.ids()
+        window: list[list[concurrent.futures.Future[SendOutcome]]] = []
+        started, moved = time.monotonic(), 0
+        for start in range(0, len(ids), _REBALANCE_CHUNK):
+            if generation != self._rebalances:
+                return  # the membership changed again: a newer pass covers everything
+            with self.store.lock:
+                messages = manager.rebalance(ids[start : start + _REBALANCE_CHUNK], self.clock())
+                window.append([self._send(message, track=False, mode=SendMode.ACK) for message in messages])
+            moved += sum(1 for message in messages if message.kind == "sessions")
+            if len(window) > _REBALANCE_WINDOW:
+                concurrent.futures.wait(window.pop(0), timeout=self.config.send_timeout)
+        for futures in window:
+            concurrent.futures.wait(futures, timeout=self.config.send_timeout)
+        if moved:
+            log.info("rebalanced %d of %d sessions in %.3fs", moved, len(ids), time.monotonic() - started)
 
     # -- what other members send (member thread) -----------------------------------------------
 
@@ -194,10 +234,13 @@ class Replicator(ClusterListener):
             try:
                 with self.store.lock:
                     replies = manager.receive(sender, kind, payload, self.clock())
+                    for reply in replies:  # for others than the sender (a BackupManager's forward)
+                        if reply.targets is not None and reply.targets != (sender,):
+                            self._send(reply, track=False)
             finally:
                 if collecting:
                     gc.enable()
-            return [(reply.kind, reply.payload) for reply in replies]
+            return [(r.kind, r.payload) for r in replies if r.targets is None or r.targets == (sender,)]
 
         return handle
 
@@ -219,8 +262,11 @@ class Replicator(ClusterListener):
 
         future.add_done_callback(report)
 
-    def _send(self, message: Outgoing, *, track: bool = True) -> concurrent.futures.Future[SendOutcome]:
-        mode = self.mode if message.wait else SendMode.ASYNC
+    def _send(
+        self, message: Outgoing, *, track: bool = True, mode: SendMode | None = None
+    ) -> concurrent.futures.Future[SendOutcome]:
+        if mode is None:
+            mode = self.mode if message.wait else SendMode.ASYNC
         future = self.member.send(message.kind, message.payload, mode, message.targets)
         pending = _pending.get()
         if track and message.wait and pending is not None:

@@ -1,0 +1,279 @@
+"""Primary/backup replication (Tomcat's BackupManager), as a sans-IO state machine.
+
+A session lives on its *primary* (the member that served it last) and on ``backups``
+other members, chosen by rendezvous hashing over the live members (spread across
+hosts first), so a write costs ``backups`` messages however large the cluster, load
+spreads evenly, and a join or a death moves only the sessions whose placement it
+changes. Everything else is the DeltaManager's (:mod:`.replication`): per-key stamps,
+tombstones, aliases, the transfer entry format and the delta.
+
+Where Tomcat's BackupManager keeps one backup, never rebalances and tolerates one
+failure, this one:
+
+* **keeps 1 + k copies.** When a member dies, the first live holder of each session
+  it owned (in placement order) promotes itself and places new backups; a primary
+  whose backup died places a new one. Nothing waits for a request. With k backups,
+  any k simultaneous failures leave a copy of every acknowledged write.
+* **rebalances.** When a member joins, each primary re-places its sessions; the ones
+  that now belong on the joiner are copied there, and a holder that is no longer
+  needed drops its copy when the new placement reaches it.
+* **serves anything anywhere.** A member without a copy fetches it (the node asks
+  every member); serving it makes it the primary, and the placement it sends tells
+  the old primary and the backups.
+
+Backups keep their copies packed (:class:`.store.Dormant`): a delta unpacks, applies
+and packs again, so a backup costs a fraction of a primary's memory. Listeners fire on
+the member serving a session, not on backups (their copies are bytes).
+
+Messages beyond the DeltaManager's: ``placement`` (a session's owner, its stamp and its
+ranked backups; a holder not named drops its copy unless ``keep``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .delta import SessionDelta
+from .messages import MemberInfo
+from .payloads import DELTA, PLACEMENT, check
+from .replication import DeltaManager, Outgoing, Stamp, _stamp
+from .session import Session
+from .store import SessionStore
+
+__all__ = ["BackupManager", "place"]
+
+log = logging.getLogger("replisession.replication")
+
+
+def _score(session_id: str, member_id: str) -> int:
+    digest = hashlib.blake2b(f"{session_id}\0{member_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def place(session_id: str, primary: MemberInfo, others: Iterable[MemberInfo], backups: int) -> tuple[str, ...]:
+    """The ids of the ``backups`` members that back up ``session_id`` for ``primary``, best first.
+
+    Rendezvous hashing: each member scores the session, the highest scores win, so a
+    member that joins or leaves moves only the sessions it wins or held. Members on a
+    host that holds no copy yet come first, so two workers of one host are not each
+    other's only backup while another host is up.
+    """
+    ranked = sorted((m for m in others if m.id != primary.id), key=lambda m: _score(session_id, m.id), reverse=True)
+    chosen: list[str] = []
+    hosts = {primary.host}
+    for member in ranked:
+        if len(chosen) < backups and member.host not in hosts:
+            chosen.append(member.id)
+            hosts.add(member.host)
+    for member in ranked:
+        if len(chosen) < backups and member.id not in chosen:
+            chosen.append(member.id)
+    return tuple(chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    owner: str
+    stamp: Stamp
+    holders: tuple[str, ...]  # the backups, best first
+
+
+class BackupManager(DeltaManager):
+    """Replication of each session to its primary and ``backups`` other members."""
+
+    locates = True  # a member without a copy asks every member, not just the cookie's route
+
+    def __init__(self, store: SessionStore, local: MemberInfo, *, backups: int = 1, **options: Any) -> None:
+        options["notify_listeners_on_replication"] = False  # backups hold bytes; see the module doc
+        super().__init__(store, local, **options)
+        if not isinstance(backups, int) or isinstance(backups, bool) or backups < 1:
+            raise ValueError(f"backups must be a whole number >= 1, not {backups!r}")
+        self.backups = backups
+        self._members: dict[str, MemberInfo] = {}  # the other live members
+        self._placed: dict[str, Placement] = {}
+
+    # -- this member's requests ------------------------------------------------------------
+
+    def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
+        message = self._delta_message(delta, now)
+        session_id = delta.session_id
+        if delta.previous_id is not None and delta.previous_id in self._placed:
+            self._placed[session_id] = self._placed.pop(delta.previous_id)
+        if delta.destroyed:
+            placed = self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
+            targets = self._live(self._copies(placed))
+            return [Outgoing("delta", message.payload, targets)] if targets else []
+        return self._place(session_id, now, message)
+
+    def accessed(self, session: Session, now: float) -> list[Outgoing]:
+        session_id = session.id
+        if session_id is None:
+            return []
+        placed = self._placed.get(session_id)
+        taking_over = placed is None or placed.owner != self.local.id
+        notices = super().accessed(session, now)
+        if taking_over and session.accessed:
+            return self._place(session_id, now, None)
+        targets = self._live(placed.holders) if placed is not None else ()
+        return [Outgoing(n.kind, n.payload, targets, wait=False) for n in notices if targets]
+
+    # -- what other members send --------------------------------------------------------------
+
+    def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
+        if kind == "placement":
+            self._apply_placement(check(payload, PLACEMENT), now)
+            return []
+        if kind == "delta":
+            body = check(payload, DELTA)
+            session_id = self._resolve(body["id"])
+            if not body["destroyed"] and body["prev"] is None and session_id not in self.store:
+                return []  # not a holder (any more): a full copy comes first to a new backup
+            if body["prev"] is not None and body["prev"] in self._placed:
+                self._placed[session_id] = self._placed.pop(body["prev"])
+            replies = super().receive(sender, kind, payload, now)
+            if body["destroyed"]:
+                self._placed.pop(session_id, None)
+            else:
+                self._compact(self._resolve(session_id), now)
+            return replies
+        replies = super().receive(sender, kind, payload, now)
+        if kind == "want" and replies:  # a fetch: the fetcher learns who held it, to tell them later
+            for entry in replies[0].payload["sessions"]:
+                placed = self._placed.get(entry[0])
+                if placed is not None:
+                    replies.append(Outgoing("placement", self._placement_body(entry[0], placed, keep=True), (sender,)))
+        if kind == "sessions":
+            for entry in payload["sessions"]:
+                self._compact(self._resolve(entry[0]), now)
+        return replies
+
+    # -- membership ------------------------------------------------------------------------
+
+    def request_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
+        """A member joined: nothing to ask for (each primary re-places, see :meth:`rebalance`)."""
+        for member in members:
+            self._members[member.id] = member
+        return []
+
+    def retry_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
+        return []
+
+    @property
+    def transfer_done(self) -> bool:
+        return True
+
+    def member_left(self, member: MemberInfo, others: Iterable[MemberInfo], now: float) -> list[Outgoing]:
+        self._members.pop(member.id, None)
+        return []
+
+    def rebalance(self, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """After a join or a death, for some of the stored sessions (the node goes through
+        all of them a chunk at a time, sending each chunk's messages before it lets go of
+        the store's lock): each one this member owns, or must now own (its primary died
+        and this member is its first live holder), placed again."""
+        out: list[Outgoing] = []
+        for session_id in session_ids:
+            session_id = self._resolve(session_id)
+            if session_id in self.store and self._should_own(session_id):
+                out.extend(self._place(session_id, now, None))
+        return out
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def _should_own(self, session_id: str) -> bool:
+        placed = self._placed.get(session_id)
+        if placed is None or placed.owner == self.local.id:
+            return True  # ours, or a copy nobody told us about (fetched; its owner gone)
+        if placed.owner in self._members:
+            return False  # its primary is alive and places it
+        # Promotion: the first live holder of a dead primary's session takes it over.
+        live = [h for h in placed.holders if h == self.local.id or h in self._members]
+        return not live or live[0] == self.local.id
+
+    def _place(self, session_id: str, now: float, delta: Outgoing | None) -> list[Outgoing]:
+        """This member is (now) the primary: the delta to holders that have a copy, full
+        copies to new backups, and the placement to everyone concerned when it changed."""
+        old = self._placed.get(session_id)
+        had = {member.id for member in self._live(self._copies(old))}
+        wanted = place(session_id, self.local, self._members.values(), self.backups)
+        out: list[Outgoing] = []
+        keep = tuple(self._members[m] for m in wanted if m in had)
+        if delta is not None and delta.payload["prev"] is not None:
+            keep = self._live(sorted(had))  # a rotation: every holder follows it, then drops it if not wanted
+        if delta is not None and keep:
+            out.append(Outgoing("delta", delta.payload, keep))
+        fresh = tuple(self._members[m] for m in wanted if m not in had)
+        if fresh:
+            entries = self._entries([session_id], now)
+            if entries:
+                out.append(Outgoing("sessions", {"sessions": entries, "last": False, "dead": [], "aliases": {}}, fresh))
+        if old is None or old.owner != self.local.id or old.holders != wanted:
+            stamp = self._tick()
+            meta = self._meta.get(session_id)
+            if meta is not None:
+                meta.owner, meta.owner_stamp = self.local.id, stamp
+            placed = Placement(self.local.id, stamp, wanted)
+            self._placed[session_id] = placed
+            told = self._live(sorted(had | set(wanted)))
+            if told:
+                out.append(Outgoing("placement", self._placement_body(session_id, placed, keep=False), told))
+        return out
+
+    def _apply_placement(self, body: Mapping[str, Any], now: float) -> None:
+        stamp = _stamp(body["stamp"])
+        self._witness(stamp)
+        session_id = self._resolve(body["id"])
+        if session_id in self._tombstones:
+            return
+        old = self._placed.get(session_id)
+        if old is not None and stamp <= old.stamp:
+            return  # an older placement, reordered
+        placed = Placement(body["owner"], stamp, tuple(body["holders"]))
+        me = self.local.id
+        if body["keep"] or me == placed.owner or me in placed.holders:
+            self._placed[session_id] = placed
+            meta = self._meta.get(session_id)
+            if meta is not None and stamp >= meta.owner_stamp:
+                meta.owner, meta.owner_stamp = placed.owner, stamp
+            self._compact(session_id, now)
+            return
+        session = self.store.live(session_id)
+        if session is not None and session._holders:
+            self._placed[session_id] = placed  # a request here is using it: its release re-places it
+            return
+        self._placed.pop(session_id, None)
+        self._meta.pop(session_id, None)
+        self.store.drop(session_id)  # no longer a holder: not an end, so no tombstone
+
+    def _compact(self, session_id: str, now: float) -> None:
+        """Pack a backup's copy again (a delta or a transfer unpacked it)."""
+        placed = self._placed.get(session_id)
+        session = self.store.live(session_id)
+        if session is None or session._holders or placed is None or placed.owner == self.local.id:
+            return
+        entries = self._entries([session_id], now)
+        self.store.drop(session_id)
+        self._meta.pop(session_id, None)  # the packed copy carries the stamps
+        if entries:
+            self._take_entry(entries[0], now)
+
+    def _placement_body(self, session_id: str, placed: Placement, *, keep: bool) -> dict[str, Any]:
+        return {
+            "id": session_id,
+            "owner": placed.owner,
+            "stamp": list(placed.stamp),
+            "holders": list(placed.holders),
+            "keep": keep,
+        }
+
+    def _copies(self, placed: Placement | None) -> list[str]:
+        if placed is None:
+            return []
+        return [*placed.holders, placed.owner]
+
+    def _live(self, ids: Iterable[str]) -> tuple[MemberInfo, ...]:
+        return tuple(self._members[i] for i in dict.fromkeys(ids) if i in self._members)

@@ -1,0 +1,310 @@
+"""BackupManager: each session on its primary and k backups, restored after losses.
+
+A small synchronous cluster drives the managers the way the node does: a request on a
+member that holds no copy first fetches it from every member, messages go to their
+targets in order (each connection is FIFO), and after every join or death each member
+re-places its sessions (``rebalance``). Random schedules of non-sticky requests,
+joins and crashes of up to k members at once then check, after every step, that each
+session has 1 + k copies on distinct live members, all equal to every write made.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replisession.core.backup import BackupManager, place
+from replisession.core.messages import MemberInfo
+from replisession.core.replication import Outgoing
+from replisession.core.session import Session
+
+from .replication_sim import Replica
+
+NOW = 100.0
+
+
+def member(number: int, host: str = "10.0.0.1") -> MemberInfo:
+    return MemberInfo(f"node{number}", host, 4000 + number, f"{number:032x}")
+
+
+class Cluster:
+    """Members with BackupManagers, delivering every message at once, in order."""
+
+    def __init__(self, size: int, backups: int = 1, hosts: int | None = None) -> None:
+        self.backups = backups
+        self.ids: Iterator[str] = (f"s{n}" for n in itertools.count(1))
+        self.members: dict[str, Replica] = {}
+        self.messages: list[tuple[str, str, str]] = []  # (sender, kind, target) of everything sent
+        self._numbers = itertools.count(1)
+        self._hosts = hosts
+        for _ in range(size):
+            self.join()
+
+    def join(self) -> Replica:
+        number = next(self._numbers)
+        host = f"10.0.0.{number % self._hosts + 1}" if self._hosts else f"10.0.1.{number}"
+        replica = Replica(member(number, host), self.ids, manager=BackupManager, backups=self.backups)
+        for other in self.members.values():
+            other.manager.request_transfer([replica.info], NOW)
+            replica.manager.request_transfer([other.info], NOW)
+        self.members[replica.info.id] = replica
+        self.rebalance()
+        return replica
+
+    def crash(self, *replicas: Replica) -> None:
+        for replica in replicas:
+            del self.members[replica.info.id]
+        for survivor in self.members.values():
+            for replica in replicas:
+                survivor.manager.member_left(replica.info, [m.info for m in self.members.values()], NOW)
+        self.rebalance()
+
+    def rebalance(self) -> None:
+        for replica in list(self.members.values()):
+            self.deliver(replica, replica.manager.rebalance(replica.store.ids(), NOW))
+
+    def deliver(self, sender: Replica, messages: list[Outgoing]) -> None:
+        queue = [(sender, message) for message in messages]
+        while queue:
+            source, message = queue.pop(0)
+            assert message.targets is not None, message  # never "everyone": placement decides
+            for target in message.targets:
+                self.messages.append((source.info.id, message.kind, target.id))
+                receiver = self.members.get(target.id)
+                if receiver is not None:
+                    replies = receiver.manager.receive(source.info, message.kind, message.payload, NOW)
+                    queue.extend((receiver, reply) for reply in replies)
+
+    def request(self, replica: Replica, session_id: str | None, action: Callable[[Session], Any]) -> str | None:
+        if session_id is not None and session_id not in replica.store:  # the node's fetch
+            others = tuple(m.info for m in self.members.values() if m is not replica)
+            self.deliver(replica, [replica.manager.fetch([session_id], others)])
+        done = replica.request(session_id, action, NOW)
+        self.deliver(replica, done.messages)
+        return done.session_id
+
+    def copies(self, session_id: str) -> dict[str, dict[str, Any]]:
+        """Each member's copy, read without unpacking anything (a check must not change state)."""
+        found = {}
+        for replica in self.members.values():
+            dormant = replica.store.dormant(session_id)
+            if dormant is not None:
+                packed = msgpack.unpackb(dormant.data[1])
+                found[replica.info.id] = replica.store.serializer.loads(packed[3])
+            elif (session := replica.store.live(session_id)) is not None:
+                found[replica.info.id] = dict(dict.items(session))
+        return found
+
+
+def put(**values: Any) -> Callable[[Session], None]:
+    return lambda session: session.update(values)
+
+
+def assert_placed(cluster: Cluster, expected: dict[str, dict[str, Any]]) -> None:
+    want = min(1 + cluster.backups, len(cluster.members))
+    for session_id, contents in expected.items():
+        copies = cluster.copies(session_id)
+        assert len(copies) == want, (session_id, copies)
+        assert all(copy == contents for copy in copies.values()), (session_id, contents, copies)
+    held = {sid for replica in cluster.members.values() for sid in replica.store.ids()}
+    assert held == set(expected)
+
+
+# -- placement ---------------------------------------------------------------------------------
+
+
+def test_backups_never_include_the_primary_and_are_distinct() -> None:
+    members = [member(n) for n in range(1, 9)]
+    for n in range(200):
+        chosen = place(f"s{n}", members[0], members, 3)
+        assert len(set(chosen)) == 3
+        assert members[0].id not in chosen
+
+
+def test_backups_spread_across_hosts_before_sharing_one() -> None:
+    host_a = [member(1, "10.0.0.1"), member(2, "10.0.0.1")]
+    host_b = [member(3, "10.0.0.2"), member(4, "10.0.0.2")]
+    everyone = host_a + host_b
+    for n in range(100):
+        (backup,) = place(f"s{n}", host_a[0], everyone, 1)
+        assert backup in {m.id for m in host_b}  # never the primary's own host while another is up
+        two = place(f"s{n}", host_a[0], everyone, 2)
+        assert {m.id for m in everyone if m.id in two} & {m.id for m in host_b}
+
+
+def test_a_join_moves_only_the_sessions_the_new_member_wins() -> None:
+    members = [member(n) for n in range(1, 6)]
+    newcomer = member(6)
+    before = {f"s{n}": place(f"s{n}", members[0], members, 1) for n in range(3000)}
+    after = {f"s{n}": place(f"s{n}", members[0], [*members, newcomer], 1) for n in range(3000)}
+    moved = [sid for sid in before if before[sid] != after[sid]]
+    assert all(after[sid] == (newcomer.id,) for sid in moved)  # every move is onto the newcomer
+    assert 0.15 < len(moved) / 3000 < 0.35  # about 1/5 of the backups of 4 candidates, not a reshuffle
+
+
+def test_backups_spread_evenly() -> None:
+    members = [member(n) for n in range(1, 6)]
+    counts = dict.fromkeys((m.id for m in members[1:]), 0)
+    for n in range(4000):
+        (backup,) = place(f"s{n}", members[0], members, 1)
+        counts[backup] += 1
+    assert max(counts.values()) < 1.15 * min(counts.values())
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 8])
+def test_a_write_goes_to_the_backups_only_however_large_the_cluster(size: int) -> None:
+    cluster = Cluster(size, backups=1)
+    first = next(iter(cluster.members.values()))
+    session_id = cluster.request(first, None, put(n=0))
+    cluster.messages.clear()
+    for n in range(1, 6):
+        cluster.request(first, session_id, put(n=n))
+    assert [kind for _, kind, _ in cluster.messages] == ["delta"] * 5  # one message per write
+    assert_placed(cluster, {session_id: {"n": 5}})  # type: ignore[dict-item]
+
+
+def test_backups_keep_their_copies_packed() -> None:
+    cluster = Cluster(3, backups=2)
+    primary = next(iter(cluster.members.values()))
+    session_id = cluster.request(primary, None, put(cart=[1]))
+    cluster.request(primary, session_id, lambda s: s["cart"].append(2))
+    assert session_id is not None
+    for replica in cluster.members.values():
+        if replica is not primary:
+            assert replica.store.dormant(session_id) is not None
+            assert replica.store.live(session_id) is None
+    assert_placed(cluster, {session_id: {"cart": [1, 2]}})
+
+
+def test_any_member_serves_any_session_and_becomes_its_primary() -> None:
+    cluster = Cluster(5, backups=1)
+    replicas = list(cluster.members.values())
+    session_id = cluster.request(replicas[0], None, put(n=0))
+    assert session_id is not None
+    for n, replica in enumerate(replicas * 2, 1):  # round robin: mostly members with no copy
+        seen: list[Any] = []
+        cluster.request(replica, session_id, lambda s, n=n, seen=seen: (seen.append(s.get("n")), s.update(n=n)))
+        assert seen == [n - 1]
+        assert_placed(cluster, {session_id: {"n": n}})
+        assert replica.store.live(session_id) is not None  # the server holds it unpacked: it is the primary
+
+
+def test_a_read_only_request_elsewhere_moves_the_primary_too() -> None:
+    cluster = Cluster(4, backups=1)
+    a, b, c, d = cluster.members.values()
+    session_id = cluster.request(a, None, put(n=1))
+    holders = set(cluster.copies(session_id))  # type: ignore[arg-type]
+    outsider = next(r for r in (b, c, d) if r.info.id not in holders)
+    cluster.request(outsider, session_id, lambda s: (s.get("n"), s.mark_accessed()))
+    assert outsider.info.id in cluster.copies(session_id)  # type: ignore[arg-type]
+    assert_placed(cluster, {session_id: {"n": 1}})  # type: ignore[dict-item]
+
+
+def test_an_invalidation_reaches_every_copy() -> None:
+    cluster = Cluster(4, backups=2)
+    first = next(iter(cluster.members.values()))
+    session_id = cluster.request(first, None, put(n=1))
+    cluster.request(first, session_id, lambda s: s.invalidate())
+    assert_placed(cluster, {})
+
+
+def test_a_rotation_moves_every_copy_to_the_new_id() -> None:
+    cluster = Cluster(4, backups=2)
+    first = next(iter(cluster.members.values()))
+    old = cluster.request(first, None, put(n=1))
+    new = cluster.request(first, old, lambda s: s.rotate_id())
+    assert new is not None
+    assert new != old
+    assert_placed(cluster, {new: {"n": 1}})
+
+
+# -- losses and joins --------------------------------------------------------------------------
+
+
+def test_the_death_of_a_primary_promotes_a_backup_and_places_a_new_one() -> None:
+    cluster = Cluster(4, backups=1)
+    primary = next(iter(cluster.members.values()))
+    sessions = {cluster.request(primary, None, put(n=n)): {"n": n} for n in range(20)}
+    cluster.crash(primary)
+    assert_placed(cluster, sessions)  # type: ignore[arg-type]
+
+
+def test_k_simultaneous_deaths_lose_nothing() -> None:
+    cluster = Cluster(5, backups=2)
+    replicas = list(cluster.members.values())
+    sessions = {}
+    for n in range(30):
+        sessions[cluster.request(replicas[n % 5], None, put(n=n))] = {"n": n}
+    cluster.crash(replicas[0], replicas[1])
+    assert_placed(cluster, sessions)  # type: ignore[arg-type]
+    cluster.crash(replicas[2], replicas[3])  # down to one member: every session still there, alone
+    assert_placed(cluster, sessions)  # type: ignore[arg-type]
+
+
+def test_a_join_rebalances_backups_onto_the_new_member() -> None:
+    cluster = Cluster(3, backups=1)
+    replicas = list(cluster.members.values())
+    sessions = {cluster.request(replicas[n % 3], None, put(n=n)): {"n": n} for n in range(60)}
+    newcomer = cluster.join()
+    assert_placed(cluster, sessions)  # type: ignore[arg-type]
+    assert 5 < len(newcomer.store) < 40  # it took its share of backups, not everything
+
+
+# -- random schedules --------------------------------------------------------------------------
+
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 50), st.integers(0, 50), st.sampled_from("abc")),
+        st.tuples(st.just("new"), st.integers(0, 50), st.just(0), st.just("a")),
+        st.tuples(st.just("crash"), st.integers(0, 50), st.integers(1, 2), st.just("")),
+        st.tuples(st.just("join"), st.just(0), st.just(0), st.just("")),
+        st.tuples(st.just("end"), st.integers(0, 50), st.integers(0, 50), st.just("")),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=STEPS, backups=st.integers(1, 2), seed=st.integers(0, 1000))
+def test_random_schedules_keep_1_plus_k_equal_copies_of_every_write(
+    steps: list[tuple[str, int, int, str]], backups: int, seed: int
+) -> None:
+    """Non-sticky requests (any member), joins, and crashes of up to k members at once."""
+    rng = random.Random(seed)
+    cluster = Cluster(backups + 2, backups=backups)
+    expected: dict[str, dict[str, Any]] = {}
+    values = itertools.count()
+    for kind, pick, other, key in steps:
+        replicas = list(cluster.members.values())
+        if kind == "crash":
+            victims = rng.sample(replicas, min(other, backups, len(replicas) - 1))
+            cluster.crash(*victims)
+        elif kind == "join":
+            cluster.join()
+        elif kind == "new" or not expected:
+            value = next(values)
+            session_id = cluster.request(replicas[pick % len(replicas)], None, put(a=value))
+            assert session_id is not None
+            expected[session_id] = {"a": value}
+        else:
+            session_id = sorted(expected)[other % len(expected)]
+            server = replicas[pick % len(replicas)]
+            if kind == "end":
+                cluster.request(server, session_id, lambda s: s.invalidate())
+                del expected[session_id]
+            else:
+                value = next(values)
+                cluster.request(server, session_id, put(**{key: value}))
+                expected[session_id][key] = value
+        assert_placed(cluster, expected)
