@@ -95,6 +95,9 @@ class BackupManager(DeltaManager):
         self.backups = backups
         self._members: dict[str, MemberInfo] = {}  # the other live members
         self._placed: dict[str, Placement] = {}
+        # Members that joined since the last rebalance: they may hold copies made on the other
+        # side of a partition (even a member that started during it), so they are told.
+        self._joined: set[str] = set()
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -125,8 +128,7 @@ class BackupManager(DeltaManager):
 
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         if kind == "placement":
-            self._apply_placement(check(payload, PLACEMENT), now)
-            return []
+            return self._apply_placement(check(payload, PLACEMENT), now)
         if kind == "delta":
             body = check(payload, DELTA)
             session_id = self._resolve(body["id"])
@@ -148,7 +150,17 @@ class BackupManager(DeltaManager):
                     replies.append(Outgoing("placement", self._placement_body(entry[0], placed, keep=True), (sender,)))
         if kind == "sessions":
             for entry in payload["sessions"]:
-                self._compact(self._resolve(entry[0]), now)
+                session_id = self._resolve(entry[0])
+                placed = self._placed.get(session_id)
+                if placed is not None and placed.owner == self.local.id and session_id in self.store:
+                    # Another member's copy merged into ours (per-key stamps): a displaced owner
+                    # after a partition. The backups need what it brought.
+                    holders = self._live(placed.holders)
+                    if holders:
+                        body = {"sessions": self._entries([session_id], now), "last": False, "dead": [], "aliases": {}}
+                        replies.append(Outgoing("sessions", body, holders))
+                else:
+                    self._compact(session_id, now)
         return replies
 
     # -- membership ------------------------------------------------------------------------
@@ -157,6 +169,7 @@ class BackupManager(DeltaManager):
         """A member joined: nothing to ask for (each primary re-places, see :meth:`rebalance`)."""
         for member in members:
             self._members[member.id] = member
+            self._joined.add(member.id)
         return []
 
     def retry_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
@@ -176,11 +189,16 @@ class BackupManager(DeltaManager):
         the store's lock): each one this member owns, or must now own (its primary died
         and this member is its first live holder), placed again."""
         out: list[Outgoing] = []
+        joined = self._live(sorted(self._joined))
         for session_id in session_ids:
             session_id = self._resolve(session_id)
             if session_id in self.store and self._should_own(session_id):
-                out.extend(self._place(session_id, now, None))
+                out.extend(self._place(session_id, now, None, also_tell=joined))
         return out
+
+    def rebalanced(self) -> None:
+        """The node went through every session since the last membership change."""
+        self._joined.clear()
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -194,9 +212,14 @@ class BackupManager(DeltaManager):
         live = [h for h in placed.holders if h == self.local.id or h in self._members]
         return not live or live[0] == self.local.id
 
-    def _place(self, session_id: str, now: float, delta: Outgoing | None) -> list[Outgoing]:
+    def _place(
+        self, session_id: str, now: float, delta: Outgoing | None, also_tell: tuple[MemberInfo, ...] = ()
+    ) -> list[Outgoing]:
         """This member is (now) the primary: the delta to holders that have a copy, full
-        copies to new backups, and the placement to everyone concerned when it changed."""
+        copies to new backups, and the placement to everyone concerned when it changed.
+
+        ``also_tell``: members that joined, which may believe they own the session too
+        (after a partition); the placement with the newer stamp wins everywhere."""
         old = self._placed.get(session_id)
         had = {member.id for member in self._live(self._copies(old))}
         wanted = place(session_id, self.local, self._members.values(), self.backups)
@@ -211,43 +234,67 @@ class BackupManager(DeltaManager):
             entries = self._entries([session_id], now)
             if entries:
                 out.append(Outgoing("sessions", {"sessions": entries, "last": False, "dead": [], "aliases": {}}, fresh))
-        if old is None or old.owner != self.local.id or old.holders != wanted:
+        if old is None or old.owner != self.local.id or old.holders != wanted or also_tell:
             stamp = self._tick()
             meta = self._meta.get(session_id)
             if meta is not None:
                 meta.owner, meta.owner_stamp = self.local.id, stamp
             placed = Placement(self.local.id, stamp, wanted)
             self._placed[session_id] = placed
-            told = self._live(sorted(had | set(wanted)))
+            replaces = old.owner if old is not None else ""
+            told = self._live(sorted(had | set(wanted) | {m.id for m in also_tell}))
             if told:
-                out.append(Outgoing("placement", self._placement_body(session_id, placed, keep=False), told))
+                body = self._placement_body(session_id, placed, keep=False, replaces=replaces)
+                out.append(Outgoing("placement", body, told))
         return out
 
-    def _apply_placement(self, body: Mapping[str, Any], now: float) -> None:
+    def _hand_over(self, session_id: str, old: Placement, placed: Placement, now: float) -> list[Outgoing]:
+        """A newer placement names an owner that did not know the one we followed (both
+        sides of a healed partition served the session): our copy goes to the new owner,
+        which merges it per key and passes the result to its backups; if we owned it, our
+        backups learn the new placement."""
+        out = []
+        owner = self._members.get(placed.owner)
+        entries = self._entries([session_id], now)
+        if owner is not None and entries:
+            out.append(Outgoing("sessions", {"sessions": entries, "last": False, "dead": [], "aliases": {}}, (owner,)))
+        ours = self._live(h for h in old.holders if h != placed.owner and h not in placed.holders)
+        if ours and old.owner == self.local.id:
+            body = self._placement_body(session_id, placed, keep=False, replaces=placed.owner)
+            out.append(Outgoing("placement", body, ours))
+        return out
+
+    def _apply_placement(self, body: Mapping[str, Any], now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
         stamp = _stamp(body["stamp"])
         self._witness(stamp)
         session_id = self._resolve(body["id"])
         if session_id in self._tombstones:
-            return
+            return out
         old = self._placed.get(session_id)
         if old is not None and stamp <= old.stamp:
-            return  # an older placement, reordered
+            return out  # an older placement, reordered
         placed = Placement(body["owner"], stamp, tuple(body["holders"]))
         me = self.local.id
+        if old is not None and old.owner != placed.owner != me and body["replaces"] != old.owner and not body["keep"]:
+            # The new owner did not know the owner we followed: both sides of a healed
+            # partition served it. Our copy may hold writes it never saw.
+            out.extend(self._hand_over(session_id, old, placed, now))
         if body["keep"] or me == placed.owner or me in placed.holders:
             self._placed[session_id] = placed
             meta = self._meta.get(session_id)
             if meta is not None and stamp >= meta.owner_stamp:
                 meta.owner, meta.owner_stamp = placed.owner, stamp
             self._compact(session_id, now)
-            return
+            return out
         session = self.store.live(session_id)
         if session is not None and session._holders:
             self._placed[session_id] = placed  # a request here is using it: its release re-places it
-            return
+            return out
         self._placed.pop(session_id, None)
         self._meta.pop(session_id, None)
         self.store.drop(session_id)  # no longer a holder: not an end, so no tombstone
+        return out
 
     def _compact(self, session_id: str, now: float) -> None:
         """Pack a backup's copy again (a delta or a transfer unpacked it)."""
@@ -261,13 +308,15 @@ class BackupManager(DeltaManager):
         if entries:
             self._take_entry(entries[0], now)
 
-    def _placement_body(self, session_id: str, placed: Placement, *, keep: bool) -> dict[str, Any]:
+    def _placement_body(self, session_id: str, placed: Placement, *, keep: bool, replaces: str = "") -> dict[str, Any]:
+        """``replaces``: the owner the sender knew it replaced ("" if none): that one need not hand over."""
         return {
             "id": session_id,
             "owner": placed.owner,
             "stamp": list(placed.stamp),
             "holders": list(placed.holders),
             "keep": keep,
+            "replaces": replaces,
         }
 
     def _copies(self, placed: Placement | None) -> list[str]:

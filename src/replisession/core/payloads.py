@@ -50,7 +50,7 @@ SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"
 # ``[owner, owner_stamp, mii_stamp, values, stamps]``: ``values`` the serializer's
 # encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
 WANT = {"ids": (list, type(None))}
-PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool}
+PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool, "replaces": str}
 
 
 def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:

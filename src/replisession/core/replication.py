@@ -129,6 +129,9 @@ class DeltaManager:
         """What membership changes require of these sessions: nothing, every member holds every one."""
         return []
 
+    def rebalanced(self) -> None:
+        """The node went through every session since the last membership change."""
+
     def accessed(self, session: Session, now: float) -> list[Outgoing]:
         """A request read ``session`` without changing it: a notice, at most every ``access_throttle``
         seconds, so copies do not expire while it is in use, and at once when this member

@@ -214,6 +214,9 @@ class Replicator(ClusterListener):
                 concurrent.futures.wait(window.pop(0), timeout=self.config.send_timeout)
         for futures in window:
             concurrent.futures.wait(futures, timeout=self.config.send_timeout)
+        with self.store.lock:
+            if generation == self._rebalances:
+                manager.rebalanced()
         if moved:
             log.info("rebalanced %d of %d sessions in %.3fs", moved, len(ids), time.monotonic() - started)
 
