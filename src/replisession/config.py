@@ -24,6 +24,9 @@ DEFAULT_STATIC_FILTER = r".*\.(?:css|js|mjs|map|png|jpe?g|gif|svg|webp|avif|ico|
 
 _ROUTE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
+#: An absolute URL path of non-empty segments of RFC 3986 path characters: no query,
+#: fragment, space or trailing slash, so it compares equal to what servers put in PATH_INFO.
+_METRICS_PATH = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
 #: Marks an argument the caller did not give (so the environment may supply it).
 UNSET: Any = object()
 
@@ -65,6 +68,7 @@ class SessionConfig:
     policy: SessionPolicy
     static_filter: re.Pattern[str] | None
     sweep_interval: float
+    metrics_path: str | None = None  # where the member's metrics are served; None: nowhere
 
     @classmethod
     def build(
@@ -79,6 +83,7 @@ class SessionConfig:
         detect_mutations: bool = True,
         static_filter: str | re.Pattern[str] | None = DEFAULT_STATIC_FILTER,
         sweep_interval: float = 60.0,
+        metrics_path: str | None = UNSET,
         environ: Mapping[str, str] | None = None,
     ) -> SessionConfig:
         env = os.environ if environ is None else environ
@@ -105,6 +110,7 @@ class SessionConfig:
             ),
             static_filter=_static_filter(static_filter),
             sweep_interval=float(sweep_interval),
+            metrics_path=_metrics_path(metrics_path, env),
         )
 
 
@@ -138,6 +144,21 @@ def _route(route: str | None, env: Mapping[str, str]) -> str | None:
             "(no '.', which separates the route from the session id in the cookie)"
         )
     return route
+
+
+def _metrics_path(path: str | None, env: Mapping[str, str]) -> str | None:
+    """The opt-in URL path of the metrics endpoint; off unless given."""
+    source = "metrics_path"
+    if path is UNSET:
+        path, source = env.get("REPLISESSION_METRICS_PATH", "").strip() or None, "REPLISESSION_METRICS_PATH"
+    if path is None:
+        return None
+    if not isinstance(path, str) or not _METRICS_PATH.fullmatch(path):
+        raise ConfigError(
+            f"{source} {path!r} is not a URL path for the metrics: start it with '/', as in "
+            "/replisession/metrics, without a query, '#', spaces, empty segments or a trailing '/'"
+        )
+    return path
 
 
 def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("demo", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,4 +32,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status: int = args.handler(args)
     return status
-

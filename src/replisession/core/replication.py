@@ -270,6 +270,11 @@ class DeltaManager:
     def is_dead(self, session_id: str) -> bool:
         return self._resolve(session_id) in self._tombstones
 
+    def owner_of(self, session_id: str) -> str | None:
+        """The id of the member that served the session last, as far as this member knows; None: no record."""
+        meta = self._meta.get(session_id)
+        return (meta.owner or None) if meta is not None else None
+
     def tick(self, now: float) -> None:
         """Forget tombstones and aliases past their horizon, and the stamps of sessions
         the store expired on its own (not a store listener: listeners cost every write)."""

@@ -112,6 +112,10 @@ class SessionStore:
         # Ids this store rotated away, with their successors: replication must never
         # recreate a retired id from a late message (session fixation), only follow it.
         self.retired: dict[str, str] = {}
+        # Counted under the lock, for observability: sessions begun here, and ended here by reason
+        # (a copy dropped because its owner ended the session is not counted).
+        self.created = 0
+        self.ended: dict[DestroyReason, int] = dict.fromkeys(DestroyReason, 0)
 
     # -- introspection -------------------------------------------------------------------
 
@@ -227,6 +231,7 @@ class SessionStore:
             session._holders = max(session._holders, 1)
             self._start_tracking(session)
             self._sessions[session_id] = session
+            self.created += 1
             if self.listeners:
                 fire(self.listeners, "session_created", session)
 
@@ -370,6 +375,7 @@ class SessionStore:
         session_id = session._id
         assert session_id is not None
         self._sessions.pop(session_id, None)
+        self.ended[reason] += 1
         if self.listeners:
             fire(self.listeners, "session_destroyed", session, reason)
         delta = None

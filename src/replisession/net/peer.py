@@ -26,6 +26,9 @@ Address = tuple[str, int]
 class ConnectionOwner(Protocol):
     """What a connection reports to (the transport)."""
 
+    bytes_sent: int  # counted by the connections, for observability
+    bytes_received: int
+
     def connection_made(self, protocol: PeerProtocol) -> bool: ...
 
     def established(self, protocol: PeerProtocol, peer: MemberInfo) -> None: ...
@@ -95,6 +98,7 @@ class PeerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.owner.bytes_received += len(data)
         try:
             events = self.connection.receive_data(data)
         except RemoteProtocolError as exc:
@@ -135,6 +139,7 @@ class PeerProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
+            self.owner.bytes_sent += len(data)
             self.transport.write(data)
 
     def close(self, *, abort: bool = False) -> None:

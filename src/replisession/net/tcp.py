@@ -104,6 +104,8 @@ class TcpTransport:
         self._outbound_ends: dict[Address, PeerProtocol] = {}
         self._inbound_ends: dict[Address, PeerProtocol] = {}
         self._warned = _LogOnce()
+        self.bytes_sent = 0  # frames written after the handshake; read by the member's report
+        self.bytes_received = 0  # everything read, handshakes included
 
     @property
     def local(self) -> MemberInfo:

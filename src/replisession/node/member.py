@@ -38,6 +38,7 @@ from ..net.probe import probe
 from ..net.tcp import TcpTransport
 from ..wire.auth import derive_cluster_key
 from .loop import LoopThread
+from .metrics import Metrics
 
 __all__ = ["ClusterListener", "ClusterMember", "Handler"]
 
@@ -74,9 +75,11 @@ class ClusterMember:
         *,
         listeners: Iterable[ClusterListener] = (),
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics()
         self.incarnation = secrets.token_hex(16)
         self.listeners = list(listeners)
         self.handlers: dict[str, Handler] = {}
@@ -282,7 +285,9 @@ class ClusterMember:
         timeout = ack_timeout if ack_timeout is not None else self.config.send_timeout
         request_id: int | None = None
         try:
-            request_id, data, outcome = self.channel.send(chosen, kind, payload, mode, self.clock(), timeout)
+            now = self.clock()
+            request_id, data, outcome = self.channel.send(chosen, kind, payload, mode, now, timeout)
+            self.metrics.sent(kind, chosen, request_id, now, outcome is None)
             if outcome is None:
                 self._waiters[request_id] = future
             blocked = []
@@ -318,6 +323,7 @@ class ClusterMember:
         future.set_result(outcome)
 
     def _complete(self, outcome: SendOutcome) -> None:
+        self.metrics.completed(outcome, self.clock())
         waiter = self._waiters.pop(outcome.request_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)  # a concurrent future: safe to resolve from this thread
@@ -398,6 +404,7 @@ class ClusterMember:
                 except Exception as exc:
                     log.exception("handler for %r from %s failed", message.kind, peer)
                     error = f"{type(exc).__name__}: {exc}"
+            self.metrics.received(message.kind, message.payload, error)
             if delivery.needs_ack:
                 self._transport.send(peer.id, Channel.applied(delivery, error))
         elif isinstance(message, Ack):

@@ -259,8 +259,10 @@ class Replicator(ClusterListener):
         def report(done: concurrent.futures.Future[int]) -> None:
             elapsed = time.monotonic() - started
             if done.cancelled() or done.exception() is not None or not stream.finished:
+                self.member.metrics.state_transfers_stopped += 1
                 log.warning("state transfer to %s stopped after %d sessions (%.3fs)", member, stream.sent, elapsed)
             else:
+                self.member.metrics.state_transfers_sent += 1
                 log.info("state transfer to %s: %d sessions in %.3fs", member, stream.sent, elapsed)
 
         future.add_done_callback(report)

@@ -21,10 +21,12 @@ from ..cluster_config import ClusterConfig
 from ..config import SessionConfig
 from ..core.delta import SessionDelta
 from ..core.listeners import SessionListener
+from ..core.messages import MemberInfo
 from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..core.store import SessionStore
 from .member import ClusterListener, ClusterMember
+from .metrics import Metrics
 from .replicator import Replicator
 
 __all__ = ["Node"]
@@ -53,6 +55,8 @@ class Node:
         self.member: ClusterMember | None = None
         self.replicator: Replicator | None = None
         self.clock = clock
+        #: This member's counters (kept across restarts of the member and in a forked child).
+        self.metrics = Metrics()
         # Re-entrant: a listener called under the lock may use the store again.
         self.store = SessionStore(
             config.policy,
@@ -67,7 +71,8 @@ class Node:
         self._pid = 0  # the process the timer runs in: a fork (gunicorn --preload) has none
         self._delta_listeners: list[Callable[[SessionDelta], None]] = []
         if cluster is not None and cluster.enabled:
-            self.member = ClusterMember(cluster, listeners=cluster_listeners)
+            members_heard = [*cluster_listeners, _MembershipCounter(self.metrics)]
+            self.member = ClusterMember(cluster, listeners=members_heard, metrics=self.metrics)
             self.replicator = Replicator(self.store, self.member, cluster, clock)
         # A fork (gunicorn --preload, a respawned worker) inherits no threads and maybe a
         # held lock: the child starts afresh, as a new incarnation, on its first use.
@@ -117,7 +122,7 @@ class Node:
         self._timer = None
         if self.member is not None and self.cluster is not None:
             listeners = [listener for listener in self.member.listeners if listener is not self.replicator]
-            self.member = ClusterMember(self.cluster, listeners=listeners)
+            self.member = ClusterMember(self.cluster, listeners=listeners, metrics=self.metrics)
             self.replicator = Replicator(self.store, self.member, self.cluster, self.clock)
 
     @property
@@ -167,3 +172,19 @@ class Node:
             listener(delta)
         if self.replicator is not None:
             self.replicator.on_delta(delta)
+
+
+class _MembershipCounter(ClusterListener):
+    """Counts membership changes (the member logs each one at INFO under ``replisession.cluster``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def member_joined(self, member: MemberInfo) -> None:
+        self.metrics.members_joined += 1
+
+    def member_suspected(self, member: MemberInfo) -> None:
+        self.metrics.members_suspected += 1
+
+    def member_left(self, member: MemberInfo, reason: str) -> None:
+        self.metrics.members_left += 1

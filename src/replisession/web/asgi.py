@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..errors import TooManySessionsError
 from .cookie import cookie_values
 from .front import NOT_REPLICATED, TOO_MANY_SESSIONS, Fetch, RequestSession, SessionAdapter
+from .metrics import asgi_headers, header
 
 __all__ = ["SessionMiddleware"]
 
@@ -31,6 +32,18 @@ class SessionMiddleware(SessionAdapter):
             return
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+
+        endpoint = self.metrics_endpoint
+        if endpoint is not None and kind == "http" and endpoint.matches(scope.get("path", "")):
+            response = endpoint.respond(
+                scope.get("method", "GET"),
+                scope["path"],
+                scope.get("query_string", b"").decode("latin-1"),
+                header(scope, b"accept"),
+            )
+            await send({"type": "http.response.start", "status": response.status, "headers": asgi_headers(response)})
+            await send({"type": "http.response.body", "body": response.body})
             return
 
         path, cookies = scope.get("path", ""), _scope_cookie_values(scope, self.cookie.name)

@@ -33,6 +33,7 @@ from ..errors import TooManySessionsError
 from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec
 from .front import NOT_REPLICATED, TOO_MANY_SESSIONS, CookieAction, Fetch, RequestSession, SessionFront, build_node
+from .metrics import MetricsEndpoint, wsgi_metrics
 
 if TYPE_CHECKING:
     from flask.wrappers import Request, Response
@@ -185,6 +186,7 @@ class ReplicatedSession:
         clock: Callable[[], float] = time.monotonic,
         cluster: ClusterConfig | None = None,
         cluster_listeners: Iterable[ClusterListener] = (),
+        metrics_path: str | None = UNSET,
     ) -> None:
         self._options: dict[str, Any] = {
             "route": route,
@@ -198,6 +200,7 @@ class ReplicatedSession:
             "clock": clock,
             "cluster": cluster,
             "cluster_listeners": list(cluster_listeners),
+            "metrics_path": metrics_path,
         }
         self._serializer = serializer
         SessionConfig.build(secret_key=(), **_session_settings(self._options))  # invalid settings fail here
@@ -217,6 +220,9 @@ class ReplicatedSession:
         app.extensions["replisession"] = interface
         app.teardown_request(interface.release_unsaved)
         app.register_error_handler(TooManySessionsError, _too_many_sessions)
+        if node.config.metrics_path is not None:  # served before Flask opens a session
+            endpoint = MetricsEndpoint(node, node.config.metrics_path)
+            app.wsgi_app = wsgi_metrics(endpoint, app.wsgi_app)  # type: ignore[method-assign, assignment]
         node.start()
         return interface
 
@@ -250,4 +256,4 @@ def _refuse(response: Response, body: str = _503_BODY) -> None:
 
 def _session_settings(options: dict[str, Any]) -> dict[str, Any]:
     names = ("route", "max_inactive_interval", "max_lifetime", "max_active_sessions", "static_filter")
-    return {name: options[name] for name in (*names, "detect_mutations", "sweep_interval")}
+    return {name: options[name] for name in (*names, "detect_mutations", "sweep_interval", "metrics_path")}

@@ -29,6 +29,7 @@ from ..core.session import Session
 from ..core.store import SessionStore
 from ..node import ClusterListener, Node
 from .cookie import SessionCookieCodec, render_delete, render_set
+from .metrics import MetricsEndpoint
 from .valve import ReplicationValve
 
 __all__ = ["CookieAction", "Fetch", "Replication", "RequestSession", "SessionAdapter", "SessionFront", "build_node"]
@@ -186,6 +187,7 @@ class SessionFront:
             return self._issue(session)
         if session.accessed:
             if held.cookie_route != self.route:
+                self.node.metrics.failover(held.cookie_route, self.route)
                 return self._issue(session)  # failover: re-route the balancer to this member
             if not held.current_key:
                 return self._issue(session)  # re-sign, so the old key can be retired
@@ -227,6 +229,7 @@ def build_node(
     clock: Callable[[], float],
     cluster: ClusterConfig | None,
     cluster_listeners: Iterable[ClusterListener],
+    metrics_path: str | None = UNSET,
 ) -> Node:
     """The node of one adapter instance, from the adapters' shared keyword arguments."""
     config = SessionConfig.build(
@@ -239,6 +242,7 @@ def build_node(
         detect_mutations=detect_mutations,
         static_filter=static_filter,
         sweep_interval=sweep_interval,
+        metrics_path=metrics_path,
     )
     return Node(
         config,
@@ -287,6 +291,7 @@ class SessionAdapter:
         clock: Callable[[], float] = time.monotonic,
         cluster: ClusterConfig | None = None,
         cluster_listeners: Iterable[ClusterListener] = (),
+        metrics_path: str | None = UNSET,
     ) -> None:
         self.app = app
         self.cookie = CookieSettings(
@@ -314,9 +319,12 @@ class SessionAdapter:
             clock=clock,
             cluster=cluster,
             cluster_listeners=cluster_listeners,
+            metrics_path=metrics_path,
         )
         config = self.node.config
         self.front = SessionFront(self.node, SessionCookieCodec(config.secret_keys, config.route))
+        #: The opt-in metrics endpoint (``metrics_path`` or REPLISESSION_METRICS_PATH); None when off.
+        self.metrics_endpoint = MetricsEndpoint(self.node, config.metrics_path) if config.metrics_path else None
         self._delete_header = render_delete(self.cookie)
         # A max_age cookie is re-sent once a quarter of its life has passed, so it
         # slides with the server-side idle timeout without a header on every response.

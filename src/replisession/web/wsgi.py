@@ -14,6 +14,7 @@ from ..core.session import AccessTrackingSession
 from ..errors import TooManySessionsError
 from .cookie import cookie_values
 from .front import NOT_REPLICATED, TOO_MANY_SESSIONS, Fetch, RequestSession, SessionAdapter, SessionFront
+from .metrics import respond_wsgi
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -40,6 +41,9 @@ class SessionMiddleware(SessionAdapter):
         self.node.stop()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        endpoint = self.metrics_endpoint
+        if endpoint is not None and endpoint.matches(environ.get("PATH_INFO", "")):
+            return respond_wsgi(endpoint, environ, start_response)
         path, cookies = environ.get("PATH_INFO", ""), cookie_values(environ.get("HTTP_COOKIE", ""), self.cookie.name)
         held = self.front.open(path, cookies)
         if isinstance(held, Fetch):  # another member has the newest copy: get it first
