@@ -388,3 +388,13 @@ def _long_schedule(seed: int) -> list[tuple[str, int, int, str]]:
 def test_long_random_schedules_with_partitions(seed: int) -> None:
     inner = test_random_schedules_keep_1_plus_k_equal_copies_of_every_write.hypothesis.inner_test  # type: ignore[attr-defined]
     inner(_long_schedule(seed), 1 + seed % 2, seed)
+
+
+def test_every_holder_names_the_primary_as_owner() -> None:
+    cluster = Cluster(4, backups=2)
+    first, second = list(cluster.members.values())[:2]
+    session_id = cluster.request(first, None, put(n=1))
+    assert session_id is not None
+    cluster.request(second, session_id, put(n=2))
+    holders = cluster.copies(session_id)
+    assert {cluster.members[h].manager.owner_of(session_id) for h in holders} == {second.info.id}

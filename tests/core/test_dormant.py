@@ -195,3 +195,12 @@ def test_a_transfer_reads_sessions_without_marking_them_read_by_a_request() -> N
     assert session._read == {}
     transfer(a, j, now=1.0)
     assert (session._read, session.accessed) == ({}, False)  # no snapshots: the request's changes stay its own
+
+
+def test_a_packed_copy_counts_as_another_member_s_session() -> None:
+    a, j = replicas(A, C)
+    (sid,) = filled(a, 1)
+    transfer(a, j, now=1.0)
+    assert (a.manager.owner_of(sid), j.manager.owner_of(sid), j.manager.owner_of("unknown")) == (A.id, "", None)
+    j.store.peek(sid)  # unpacked: the owner it names is known now
+    assert j.manager.owner_of(sid) == A.id

@@ -124,6 +124,10 @@ class BackupManager(DeltaManager):
         targets = self._live(placed.holders) if placed is not None else ()
         return [Outgoing(n.kind, n.payload, targets, wait=False) for n in notices if targets]
 
+    def owner_of(self, session_id: str) -> str | None:
+        placed = self._placed.get(session_id)
+        return placed.owner if placed is not None else super().owner_of(session_id)
+
     # -- what other members send --------------------------------------------------------------
 
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:

@@ -271,9 +271,13 @@ class DeltaManager:
         return self._resolve(session_id) in self._tombstones
 
     def owner_of(self, session_id: str) -> str | None:
-        """The id of the member that served the session last, as far as this member knows; None: no record."""
+        """The id of the member that served the session last, as far as this member knows;
+        "" for a copy held packed since a transfer (another member's, not unpacked to ask);
+        None: no record."""
         meta = self._meta.get(session_id)
-        return (meta.owner or None) if meta is not None else None
+        if meta is None:
+            return None if self.store.dormant(session_id) is None else ""
+        return meta.owner or None
 
     def tick(self, now: float) -> None:
         """Forget tombstones and aliases past their horizon, and the stamps of sessions
