@@ -19,23 +19,25 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def wait_until_serving(port: int, process: subprocess.Popen[bytes], log: Path, deadline: float = 20.0) -> None:
+def wait_until_serving(
+    port: int, process: subprocess.Popen[bytes], log: Path, deadline: float = 20.0, host: str = "127.0.0.1"
+) -> None:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)  # polling interval inside a deadline
-    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {deadline}s")
+    raise TimeoutError(f"nothing listened on {host}:{port} within {deadline}s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -62,8 +64,10 @@ def serving(command: list[str], port: int, env: Mapping[str, str], cwd: Path = R
                 stop(process)
 
 
-def request(port: int, method: str, path: str, cookie: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def request(
+    port: int, method: str, path: str, cookie: str | None = None, host: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection(host, port, timeout=10)
     try:
         headers = {"Cookie": f"JSESSIONID={cookie}"} if cookie else {}
         connection.request(method, path, headers=headers)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "status")
+COMMANDS: tuple[str, ...] = ("demo", "lbconfig", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:
