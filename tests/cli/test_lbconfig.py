@@ -46,9 +46,26 @@ def test_nginx_maps_each_route_to_an_upstream_whose_other_servers_are_backups(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     text = lb_config(capsys, "nginx", "--member", "default=[::1]:8001", "--member", "b=app2.internal:8002")
-    assert "    map $cookie_JSESSIONID $replisession_route {\n" in text
-    # "default" is one of map's keywords: escaped, it means the route.
-    assert "        \\default replisession_default;\n        b replisession_b;\n" in text
+    assert (
+        "    map $cookie_JSESSIONID $replisession_route {\n"
+        '        default "";\n'
+        '        "~\\.(?<jvmroute>[A-Za-z0-9_-]+)$" $jvmroute;\n'
+        "    }\n"
+    ) in text
+    # No (known) route: round robin over every member. "default" is one of map's keywords: escaped, it means the route.
+    assert (
+        "    map $replisession_route $replisession_upstream {\n"
+        "        default replisession;\n"
+        "        \\default replisession_default;\n"
+        "        b replisession_b;\n"
+        "    }\n"
+    ) in text
+    assert (
+        "    upstream replisession {\n"
+        "        server [::1]:8001 max_fails=1 fail_timeout=5s;\n"
+        "        server app2.internal:8002 max_fails=1 fail_timeout=5s;\n"
+        "    }\n"
+    ) in text
     assert (
         "    upstream replisession_default {\n"
         "        server [::1]:8001 max_fails=1 fail_timeout=5s;\n"
@@ -62,6 +79,8 @@ def test_nginx_maps_each_route_to_an_upstream_whose_other_servers_are_backups(
         "    }\n"
     ) in text
     assert "        listen 127.0.0.1:8080;\n" in text
+    assert "            proxy_pass http://$replisession_upstream;\n" in text
+    assert "            proxy_next_upstream error timeout http_502 http_503;\n" in text
 
 
 def test_haproxy_uses_the_server_of_the_cookies_route(capsys: pytest.CaptureFixture[str]) -> None:

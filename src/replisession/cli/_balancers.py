@@ -53,6 +53,11 @@ class Settings:
     command: str  # the lb-config command line that reproduces the file
     apache_modules: str = DEFAULT_APACHE_MODULES
 
+    def __post_init__(self) -> None:
+        # Without a backend nginx refuses the empty upstream and the others balance nothing.
+        if not self.backends:
+            raise ValueError("a balancer configuration needs at least one member")
+
 
 def _header(settings: Settings, what: str, run: str) -> list[str]:
     return [
