@@ -31,13 +31,23 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from _harness import HOST, clean_env, free_port, http_request, rss_bytes, stop, uvicorn_command, wait_for_port
 
-__all__ = ["CLUSTER_SECRET", "HttpMember", "Worker", "seeds", "wait_for_members", "wait_until", "worker_main"]
+__all__ = [
+    "CLUSTER_SECRET",
+    "HttpMember",
+    "Worker",
+    "large_session_values",
+    "seeds",
+    "session_values",
+    "wait_for_members",
+    "wait_until",
+    "worker_main",
+]
 
 CLUSTER_SECRET = "replisession-benchmark-cluster-secret"  # fixed; never a real secret
 SCRIPT = Path(__file__).resolve().with_name("replication.py")
@@ -70,8 +80,10 @@ class HttpMember:
         cluster_ports: Sequence[int] | None = None,
         peer_port: int | None = None,
         mode: str = "sync",
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """``cluster_ports``: every member's peer port (this one's included); None: a single member."""
+        """``cluster_ports``: every member's peer port (this one's included); None: a single member.
+        ``env``: more ``REPLISESSION_*`` settings (``REPLISESSION_MANAGER``, for one)."""
         self.route = route
         self.http_port = free_port()
         self.peer_port = peer_port or free_port()
@@ -80,6 +92,7 @@ class HttpMember:
             variables["REPLISESSION_LISTEN"] = f"{HOST}:{self.peer_port}"
             variables["REPLISESSION_MEMBERS"] = seeds(cluster_ports)
             variables["REPLISESSION_CLUSTER_SECRET"] = CLUSTER_SECRET
+        variables.update(env or {})
         self._tmp = tempfile.TemporaryDirectory(prefix="replisession-bench-")
         self.log = Path(self._tmp.name) / f"{route}.log"
         with self.log.open("wb") as log_file:
@@ -214,6 +227,13 @@ class Worker:
         *lines, self._buffer = self._buffer.split(b"\n")
         self.events.extend(json.loads(line) for line in lines if line)
 
+    def kill(self) -> float:
+        """SIGKILL, by pid; the moment it was sent (``time.monotonic()``)."""
+        self.process.send_signal(signal.SIGKILL)
+        sent = time.monotonic()
+        self.process.wait(10)
+        return sent
+
     def stderr_tail(self) -> str:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-3000:]
@@ -238,9 +258,15 @@ class Worker:
 _ATTRIBUTES = 5
 
 
-def _session_values(i: int) -> dict[str, Any]:
+def session_values(i: int) -> dict[str, Any]:
     """About five small attributes, as a typical login session holds."""
     return {"user": f"user-{i}", "cart": [1, 2, 3], "n": i, "theme": "dark", "seen": 1700000000.5 + i}
+
+
+def large_session_values(i: int) -> dict[str, Any]:
+    """The same five attributes with a cart of 27 items: about 1 KB encoded."""
+    cart = [{"sku": f"sku-{j:05d}", "qty": j % 3 + 1, "price": 9.99 + j} for j in range(27)]
+    return {**session_values(i), "cart": cart}
 
 
 class _Out:
@@ -282,6 +308,8 @@ def worker_main(argv: Sequence[str]) -> int:
     parser.add_argument("--no-cluster", action="store_true", help="a plain single member (no replication at all)")
     parser.add_argument("--record", action="store_true", help="record when each value of 'n' is applied here")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--manager", choices=("delta", "backup"), default="delta")
+    parser.add_argument("--backups", type=int, default=1, help="copies besides the primary (--manager backup)")
     args = parser.parse_args(argv)
     if args.tracemalloc:
         tracemalloc.start()
@@ -322,6 +350,8 @@ def worker_main(argv: Sequence[str]) -> int:
                 out("transfer_complete", t=time.monotonic(), message=message)
             elif message.startswith("state transfer to"):
                 out("transfer_sent", t=time.monotonic(), message=message)
+            elif message.startswith("rebalanced"):  # the BackupManager re-placed sessions
+                out("rebalanced", t=time.monotonic(), message=message)
 
     replication_log = logging.getLogger("replisession.replication")
     replication_log.setLevel(logging.INFO)
@@ -338,6 +368,8 @@ def worker_main(argv: Sequence[str]) -> int:
             members=members,
             secret=CLUSTER_SECRET,
             send_mode=args.mode,
+            manager=args.manager,
+            backups=args.backups,
         )
     node = Node(
         session_config,
@@ -348,12 +380,13 @@ def worker_main(argv: Sequence[str]) -> int:
     codec = SessionCookieCodec(session_config.secret_keys, args.route)
     out("ready", pid=os.getpid(), **_memory(args.tracemalloc))
 
-    def fill(count: int) -> None:
+    def fill(count: int, large: bool) -> None:
         start = time.perf_counter()
         base = len(node.store)
+        values = large_session_values if large else session_values
         for i in range(base, base + count):
             session = node.new_session()
-            session.update(_session_values(i))
+            session.update(values(i))
             node.release(session)
         if node.member is not None:
             # The member loop runs sends in order: once this one is done, every delta is.
@@ -392,8 +425,14 @@ def worker_main(argv: Sequence[str]) -> int:
         if command == "start":
             node.start()
             out("started", **_memory(args.tracemalloc))
-        elif command == "fill":
-            fill(int(rest[0]))
+        elif command == "fill":  # fill N [large]
+            fill(int(rest[0]), rest[1:] == ["large"])
+        elif command == "ids":  # ids PATH: every stored id, one a line, into a file (too many for a JSON line)
+            ids = node.store.ids()
+            Path(rest[0]).write_text("".join(f"{session_id}\n" for session_id in ids))
+            out("ids", sessions=len(ids))
+        elif command == "count":  # cheap enough to poll: no gc, no /proc
+            out("count", sessions=len(node.store), dormant=node.store.dormant_count, t=time.monotonic())
         elif command == "writes":
             writes(int(rest[0]), float(rest[1]))
         elif command == "stats":

@@ -17,7 +17,7 @@ import contextlib
 import http.client
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from _cluster import HttpMember, wait_for_members, wait_until
@@ -53,12 +53,15 @@ NOISE = (
 # -- shared --------------------------------------------------------------------------------
 
 
-def start_cluster(stack: contextlib.ExitStack, mode: str, size: int = 3) -> list[HttpMember]:
-    """``size`` uvicorn members that all list each other; stopped when ``stack`` closes."""
+def start_cluster(
+    stack: contextlib.ExitStack, mode: str, size: int = 3, env: Mapping[str, str] | None = None
+) -> list[HttpMember]:
+    """``size`` uvicorn members that all list each other; stopped when ``stack`` closes.
+    ``env``: more ``REPLISESSION_*`` settings for every member."""
     ports = [free_port() for _ in range(size)]
     members = []
     for route, port in zip(ROUTES[:size], ports, strict=True):
-        member = HttpMember(route, cluster_ports=ports, peer_port=port, mode=mode)
+        member = HttpMember(route, cluster_ports=ports, peer_port=port, mode=mode, env=env)
         stack.callback(member.stop)
         members.append(member)
     for member in members:
