@@ -78,6 +78,15 @@ class Sim:
         for member in self.members:
             self.deliver(member, member.manager.rebalance(member.store.ids(), self.now))
 
+    def crash(self, victim: Member) -> None:
+        """``victim`` is gone (SIGKILL): every survivor drops it, then re-places its sessions."""
+        self.members.remove(victim)
+        for member in self.members:
+            others = [m.info for m in self.members if m is not member]
+            self.deliver(member, member.manager.member_left(victim.info, others, self.now))
+        for member in self.members:
+            self.deliver(member, member.manager.rebalance(member.store.ids(), self.now))
+
     def count(self) -> None:
         self.counting = True
         self.sent.clear()
@@ -191,6 +200,22 @@ def measure(size: int, variant: str, sessions: int, writes: int) -> dict[str, An
     }
 
 
+def after_death(size: int, backups: int, sessions: int) -> dict[str, Any]:
+    """The first member makes ``sessions`` sessions (their primary), then dies: the traffic of the restore."""
+    sim = Sim(size, "backup", backups)
+    primary = sim.members[0]
+    ids = [sim.request(primary, None, None, lambda s, i=i: s.update(session_values(i))) for i in range(sessions)]
+    sim.count()
+    sim.crash(primary)
+    want = min(len(sim.members), 1 + backups)
+    return {
+        "messages_per_session": sum(sim.sent.values()) / sessions,
+        "bytes_per_session": sum(sim.bytes.values()) / sessions,
+        "by_kind": {kind: n / sessions for kind, n in sim.sent.items()},
+        "copies_ok": all(len(sim.copies(i)) == want for i in ids),
+    }
+
+
 def messages(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"\n== messages: {args.writes} writes over {args.sessions} sessions of 5 small attributes (one attribute "
@@ -232,4 +257,28 @@ def messages(args: argparse.Namespace) -> dict[str, Any]:
         "copy), the full copies to new backups and the placements. Messages: one per target; ACKs not counted. "
         "Bytes: the payload only."
     )
-    return {"settings": settings(args), "results": results}
+    deaths: dict[str, dict[str, Any]] = {}
+    for size in args.sizes:
+        for backups in (1, 2):
+            if size >= backups + 2:  # k + 1 survivors, so 1 + k copies are possible again
+                deaths.setdefault(str(size), {})[f"k={backups}"] = after_death(size, backups, args.sessions * 20)
+    rows = []
+    for size, by_k in deaths.items():
+        cells = []
+        for k in ("k=1", "k=2"):
+            r = by_k.get(k)
+            kinds = ", ".join(f"{kind} {n:.2f}" for kind, n in sorted(r["by_kind"].items())) if r else ""
+            cells += [
+                f"{r['messages_per_session']:.2f} ({kinds})" if r else "-",
+                f"{r['bytes_per_session']:,.0f}" if r else "-",
+            ]
+        rows.append((size, *cells))
+    print_table(
+        f"restoring 1 + k copies after the death of the primary of {args.sessions * 20:,} sessions, per session",
+        ("members", "k=1 messages", "k=1 bytes", "k=2 messages", "k=2 bytes"),
+        rows,
+        left=2,
+    )
+    bad = [f"{s}/{k}" for s, r in deaths.items() for k, x in r.items() if not x["copies_ok"]]
+    print("Afterwards every session on 1 + k survivors: " + ("yes" if not bad else f"NO in {bad}"))
+    return {"settings": settings(args), "results": results, "after_death": deaths}

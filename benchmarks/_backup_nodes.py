@@ -70,15 +70,25 @@ _REBALANCED = re.compile(r"rebalanced (\d+) of (\d+) sessions in ([\d.]+)s")
 _LINES_AFTER_COUNT = 30.0  # seconds the survivors' log lines may trail the counts
 
 
-def one_restore(members: int, size: int, deadline: float) -> dict[str, Any]:
-    options = ["--manager", "backup", "--backups", str(BACKUPS)]
+def one_restore(members: int, size: int, deadline: float, window: int) -> dict[str, Any]:
+    options = ["--manager", "backup", "--backups", str(BACKUPS), "--check-sends", "--fill-window", str(window)]
     wanted = size * (1 + BACKUPS)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="replisession-bench-")))
-        a, *survivors = start_workers(stack, members, options)
+        workers = start_workers(stack, members, options)
+        a, *survivors = workers
         fill = a.ask(f"fill {size}", "filled", 1800)
         started = time.monotonic()
-        wait_until(lambda: sum(counts(survivors)) == size * BACKUPS, 600, "every backup has its copy", 0.05)
+        try:
+            wait_until(lambda: sum(counts(survivors)) == size * BACKUPS, 120, "every backup has its copy", 0.05)
+        except TimeoutError as exc:
+            exc.add_note(
+                f"{members} members, {size:,} sessions filled on {a.route}: {fill}; held {counts(workers)} "
+                f"(want {size:,} on {a.route} and {size * BACKUPS:,} on the others)"
+            )
+            for worker in workers:
+                exc.add_note(f"{worker.route} events: {worker.events}\n{worker.stderr_tail()}")
+            raise
         backed_up = time.monotonic() - started
         before = counts(survivors)
         filled = held_ids(a, tmp / "a")
@@ -104,6 +114,7 @@ def one_restore(members: int, size: int, deadline: float) -> dict[str, Any]:
     own = [_REBALANCED.search(line["message"]) if line else None for line in lines]
     return {
         "fill_s": fill["seconds"],
+        "fill_send_failures": fill["send_failures"],
         "backed_up_after_fill_s": backed_up,
         "held_before": before,
         "held_after": held,
@@ -130,7 +141,7 @@ def restore(args: argparse.Namespace) -> dict[str, Any]:
     for round_index in range(args.rounds):
         for members in args.members:
             for size in args.sizes:
-                run = one_restore(members, size, args.deadline)
+                run = one_restore(members, size, args.deadline, args.fill_window)
                 samples.setdefault(f"{members}x{size}", []).append(run)
                 print(
                     f"  round {round_index + 1}, {members} members, {size:,} sessions: dropped A after "
@@ -140,7 +151,8 @@ def restore(args: argparse.Namespace) -> dict[str, Any]:
                     + f" ms (moved {run['moved']}); counts complete after {fmt_ms(run['count_reached_s'])} ms; "
                     f"{run['sessions_with_1_plus_k']:,} of {run['sessions']:,} with 1 + k copies, "
                     f"{run['sessions_lost']} lost (held {run['held_before']} -> {run['held_after']}; fill "
-                    f"{run['fill_s']:.1f} s, backed up {run['backed_up_after_fill_s']:.1f} s later)",
+                    f"{run['fill_s']:.1f} s with {run['fill_send_failures']} failed sends, backed up "
+                    f"{run['backed_up_after_fill_s']:.1f} s later)",
                     flush=True,
                 )
     summary = {}

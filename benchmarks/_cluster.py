@@ -18,6 +18,7 @@ register :meth:`stop` on an ``ExitStack``. Waits poll with a deadline.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import gc
 import json
@@ -310,6 +311,10 @@ def worker_main(argv: Sequence[str]) -> int:
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--manager", choices=("delta", "backup"), default="delta")
     parser.add_argument("--backups", type=int, default=1, help="copies besides the primary (--manager backup)")
+    parser.add_argument("--check-sends", action="store_true", help="fill: wait for every send and count failures")
+    parser.add_argument(
+        "--fill-window", type=int, default=0, help="fill: wait for the sends every N sessions (0: never)"
+    )
     args = parser.parse_args(argv)
     if args.tracemalloc:
         tracemalloc.start()
@@ -356,6 +361,11 @@ def worker_main(argv: Sequence[str]) -> int:
     replication_log = logging.getLogger("replisession.replication")
     replication_log.setLevel(logging.INFO)
     replication_log.addHandler(TransferLog())
+    # Warnings and errors (failed sends, stopped streams) to stderr, which the benchmark shows on failure.
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    problems.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("replisession").addHandler(problems)
 
     session_config = SessionConfig.build(secret_key=SECRET_KEY, route=args.route)
     if args.no_cluster:
@@ -384,14 +394,47 @@ def worker_main(argv: Sequence[str]) -> int:
         start = time.perf_counter()
         base = len(node.store)
         values = large_session_values if large else session_values
+        replicator = node.replicator
+        window = args.fill_window if replicator is not None else 0
+        checked = replicator is not None and (args.check_sends or window > 0)
+        failures: list[str] = []
+
+        def settle_sends() -> None:
+            """Wait for the sends made since the last call, note every failure, collect again."""
+            assert replicator is not None
+            sends = replicator.pending()
+            concurrent.futures.wait(sends, timeout=120)
+            for future in sends:
+                if not future.done() or future.exception() is not None:
+                    failures.append(repr(future.exception() if future.done() else "not done after 120 s"))
+                    continue
+                failures.extend(
+                    f"{m.route}: {status.value} {detail}" for m, status, detail in future.result().failures()
+                )
+            replicator.begin()
+
+        if checked:
+            replicator.begin()  # collect every send's future, as a request does
         for i in range(base, base + count):
             session = node.new_session()
             session.update(values(i))
             node.release(session)
+            if window and (i - base + 1) % window == 0:
+                settle_sends()  # like requests that wait for their sends: the queues stay short
         if node.member is not None:
             # The member loop runs sends in order: once this one is done, every delta is.
             node.member.send("barrier", None).result(60)
-        out("filled", n=count, sessions=len(node.store), seconds=time.perf_counter() - start)
+        if checked:
+            settle_sends()
+            replicator.pending()
+        out(
+            "filled",
+            n=count,
+            sessions=len(node.store),
+            seconds=time.perf_counter() - start,
+            send_failures=len(failures) if checked else None,
+            first_failures=failures[:5],
+        )
 
     def writes(count: int, interval: float) -> None:
         """``count`` requests that each change one attribute of one session, like the middleware's."""

@@ -2,7 +2,7 @@
 
 Run by hand, never by pytest::
 
-    .venv/bin/python benchmarks/backup.py messages [--sizes 2 3 4 5 6 7 8] [--writes 400]
+    .venv/bin/python benchmarks/backup.py messages [--sizes 2 3 4 5 6 7 8] [--writes 2000]
     .venv/bin/python benchmarks/backup.py throughput [--rounds 3] [--duration 10]
     .venv/bin/python benchmarks/backup.py restore [--sizes 10000 100000] [--members 3 4]
     .venv/bin/python benchmarks/backup.py memory [--sessions 10000]
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("messages", help="messages and bytes per write as the cluster grows, in memory")
     p.add_argument("--sizes", nargs="+", type=int, default=list(range(2, 9)), help="cluster sizes (2 .. 8)")
-    p.add_argument("--sessions", type=int, default=20, help="sessions the writes are spread over (20)")
-    p.add_argument("--writes", type=int, default=400, help="writes counted per size and variant (400)")
+    p.add_argument("--sessions", type=int, default=50, help="sessions the writes are spread over (50)")
+    p.add_argument("--writes", type=int, default=2000, help="writes counted per size and variant (2000)")
 
     p = sub.add_parser("throughput", help="3 HTTP members, wrk on A: DeltaManager vs BackupManager(k=1)")
     p.add_argument("--rounds", type=int, default=3)
@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("restore", help="SIGKILL of the primary of N sessions until 1 + k copies again")
     p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
-    p.add_argument("--members", nargs="+", type=int, default=[3], help="cluster sizes, 3 or more (3)")
+    p.add_argument("--members", nargs="+", type=int, default=[3, 4], help="cluster sizes, 3 or more (3 4)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--deadline", type=float, default=300.0, help="seconds the restore may take (300)")
+    p.add_argument(
+        "--fill-window", type=int, default=1000, help="A waits for its sends every N sessions it makes (1000; 0: never)"
+    )
 
     p = sub.add_parser("memory", help="bytes per session on a primary and on a (packed) backup")
     p.add_argument("--sessions", type=int, default=10_000)
