@@ -398,3 +398,23 @@ def test_every_holder_names_the_primary_as_owner() -> None:
     cluster.request(second, session_id, put(n=2))
     holders = cluster.copies(session_id)
     assert {cluster.members[h].manager.owner_of(session_id) for h in holders} == {second.info.id}
+
+
+def test_a_backup_that_lost_its_copy_in_flight_gets_it_again_when_it_rejoins() -> None:
+    cluster = Cluster(3, backups=1)
+    a, b, c = cluster.members.values()
+    delivered = cluster.deliver
+    cluster.deliver = lambda sender, messages: delivered(  # type: ignore[method-assign]
+        sender, [m for m in messages if not (sender is a and m.kind == "sessions")]
+    )
+    session_id = cluster.request(a, None, put(n=1))  # the full copy to its backup is lost
+    cluster.deliver = delivered  # type: ignore[method-assign]
+    assert session_id is not None
+    (backup_id,) = a.manager._placed[session_id].holders
+    backup = cluster.members[backup_id]
+    other = c if backup is b else b
+    a.manager.member_left(backup.info, [other.info], NOW)  # a false "crashed", then it is back
+    a.manager.request_transfer([backup.info], NOW)
+    cluster.rebalance()
+    cluster.request(a, session_id, put(n=2))
+    assert_placed(cluster, {session_id: {"n": 2}})

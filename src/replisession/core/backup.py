@@ -225,7 +225,9 @@ class BackupManager(DeltaManager):
         ``also_tell``: members that joined, which may believe they own the session too
         (after a partition); the placement with the newer stamp wins everywhere."""
         old = self._placed.get(session_id)
-        had = {member.id for member in self._live(self._copies(old))}
+        # A member that (re)joined may have lost what we sent it while we counted it gone
+        # (a timed-out copy, a dropped connection): it gets a full copy again, not a delta.
+        had = {member.id for member in self._live(self._copies(old))} - {m.id for m in also_tell}
         wanted = place(session_id, self.local, self._members.values(), self.backups)
         out: list[Outgoing] = []
         keep = tuple(self._members[m] for m in wanted if m in had)
