@@ -161,8 +161,7 @@ class BackupManager(DeltaManager):
                     # after a partition. The backups need what it brought.
                     holders = self._live(placed.holders)
                     if holders:
-                        body = {"sessions": self._entries([session_id], now), "last": False, "dead": [], "aliases": {}}
-                        replies.append(Outgoing("sessions", body, holders))
+                        replies.append(self.sessions_message(self._entries([session_id], now), holders))
                 else:
                     self._compact(session_id, now)
         return replies
@@ -239,7 +238,7 @@ class BackupManager(DeltaManager):
         if fresh:
             entries = self._entries([session_id], now)
             if entries:
-                out.append(Outgoing("sessions", {"sessions": entries, "last": False, "dead": [], "aliases": {}}, fresh))
+                out.append(self.sessions_message(entries, fresh))
         if old is None or old.owner != self.local.id or old.holders != wanted or also_tell:
             stamp = self._tick()
             meta = self._meta.get(session_id)
@@ -263,7 +262,7 @@ class BackupManager(DeltaManager):
         owner = self._members.get(placed.owner)
         entries = self._entries([session_id], now)
         if owner is not None and entries:
-            out.append(Outgoing("sessions", {"sessions": entries, "last": False, "dead": [], "aliases": {}}, (owner,)))
+            out.append(self.sessions_message(entries, (owner,)))
         ours = self._live(h for h in old.holders if h != placed.owner and h not in placed.holders)
         if ours and old.owner == self.local.id:
             body = self._placement_body(session_id, placed, keep=False, replaces=placed.owner)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ from .messages import MemberInfo
 from .payloads import ACCESS, DELTA, MAX_IDS, SESSIONS, WANT, check, check_entry, check_packed, check_want
 from .session import _MISSING, Session
 from .store import Dormant, SessionStore
+from .transfer import TransferStream
 
 __all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 
@@ -211,8 +212,7 @@ class DeltaManager:
         elif kind == "want":
             ids = check(payload, WANT)["ids"]
             if ids is not None:  # on demand: these sessions, at once, in one reply
-                reply = {"sessions": self._entries(ids, now), "last": False, "dead": [], "aliases": {}}
-                return [Outgoing("sessions", reply, (sender,))]
+                return [self.sessions_message(self._entries(ids, now), (sender,))]
         else:
             raise RemoteProtocolError(f"unknown replication message {kind!r}")
         return []
@@ -537,6 +537,19 @@ class DeltaManager:
     def _alias(self, old: str, new: str, now: float) -> None:
         self._aliases[old] = (new, now + self._horizon)
 
+    def sessions_message(
+        self, entries: list[list[Any]], targets: tuple[MemberInfo, ...], *, last: bool = False
+    ) -> Outgoing:
+        """A ``sessions`` message carrying transfer entries. The last batch of a state transfer
+        also says which sessions ended and which ids were rotated, so a member that missed
+        an invalidation drops its copy."""
+        dead: list[str] = []
+        aliases: dict[str, str] = {}
+        if last:
+            with self.store.lock:
+                dead, aliases = list(self._tombstones), {old: new for old, (new, _) in self._aliases.items()}
+        return Outgoing("sessions", {"sessions": entries, "last": last, "dead": dead, "aliases": aliases}, targets)
+
     def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:
         """Transfer entries (see :mod:`.payloads`); a dormant copy is passed on still packed."""
         entries: list[list[Any]] = []
@@ -570,56 +583,5 @@ class DeltaManager:
         return entries
 
 
-class TransferStream:
-    """A state transfer being sent: one batch at a time, built only when the last was acknowledged.
-
-    So the donor holds one batch of encoded sessions at a time, not a second copy
-    of its whole store (Tomcat's donor heap doubles during a transfer).
-    """
-
-    def __init__(self, manager: DeltaManager, to: MemberInfo, session_ids: list[str], now_fn: Any) -> None:
-        self.to = to
-        self._manager = manager
-        self._ids = session_ids
-        self._now = now_fn
-        self.sent = 0
-        self.finished = False
-
-    def __iter__(self) -> Iterator[Outgoing]:
-        manager = self._manager
-        batch: list[list[Any]] = []
-        size = 0
-        ids = self._ids
-        for start in range(0, len(ids), _CHUNK):
-            with manager.store.lock:  # a few sessions at a time: requests are never held up long
-                entries = manager._entries(ids[start : start + _CHUNK], self._now())
-            for entry in entries:
-                batch.append(entry)
-                size += len(entry[4]) + 64
-                # A batch ends at batch_size sessions or batch_bytes, so it always fits a frame.
-                if len(batch) >= manager.batch_size or size >= manager.batch_bytes:
-                    self.sent += len(batch)
-                    yield self._batch(batch, False)
-                    batch, size = [], 0
-        self.sent += len(batch)
-        yield self._batch(batch, True)
-        self.finished = True
-
-    def _batch(self, entries: list[list[Any]], last: bool) -> Outgoing:
-        # The last batch also says which sessions ended and which ids were rotated, so a
-        # member that missed an invalidation drops its copy.
-        dead, aliases = _graveyard(self._manager) if last else ([], {})
-        body = {"sessions": entries, "last": last, "dead": dead, "aliases": aliases}
-        return Outgoing("sessions", body, (self.to,))
-
-
-_CHUNK = 64  # sessions encoded per hold of the store's lock during a transfer
-
-
 def _stamp(raw: list[Any]) -> Stamp:
     return (raw[0], raw[1])
-
-
-def _graveyard(manager: DeltaManager) -> tuple[list[str], dict[str, str]]:
-    with manager.store.lock:
-        return list(manager._tombstones), {old: new for old, (new, _) in manager._aliases.items()}
