@@ -99,6 +99,7 @@ class ClusterConfig:
     max_frame_size: int = 16 * MiB
     compress_threshold: int | None = None  # compress frames above this many bytes; None: never
     send_queue_bytes: int = 8 * MiB  # per peer, for async sends
+    async_linger: float = 0.002  # async sends wait this long to share a write with later ones; 0: at once
     tls_cert: str | None = None  # mutual TLS: our certificate chain (PEM),
     tls_key: str | None = None  # its private key,
     tls_ca: str | None = None  # and the CA that signed the peers' certificates
@@ -316,6 +317,7 @@ _SETTINGS: dict[str, _Setting] = {
     "max_frame_size": _setting("REPLISESSION_MAX_FRAME_SIZE", _parse_bytes, "max_frame_size"),
     "compress_threshold": _setting("REPLISESSION_COMPRESS_THRESHOLD", _parse_bytes, "compress_threshold"),
     "send_queue_bytes": _setting("REPLISESSION_SEND_QUEUE_BYTES", _parse_bytes, "send_queue_bytes"),
+    "async_linger": _setting("REPLISESSION_ASYNC_LINGER", _parse_seconds, "async_linger"),
     "tls_cert": _setting("REPLISESSION_TLS_CERT", _parse_text, "tls_cert"),
     "tls_key": _setting("REPLISESSION_TLS_KEY", _parse_text, "tls_key"),
     "tls_ca": _setting("REPLISESSION_TLS_CA", _parse_text, "tls_ca"),
@@ -412,6 +414,11 @@ def _validated(values: dict[str, Any], name: _Names) -> dict[str, Any]:
             f"{name.show('heartbeat_interval', values['heartbeat_interval'])}: a member would be dropped "
             "between two heartbeats"
         )
+
+    linger = values["async_linger"]
+    if not _is_number(linger) or not 0 <= linger <= 1:
+        raise ConfigError(f"{name.show('async_linger', linger)} must be a number of seconds from 0 to 1")
+    out["async_linger"] = float(linger)
 
     _check_size(values, "max_frame_size", name, MIN_FRAME_SIZE, MAX_FRAME_SIZE)
     _check_size(values, "send_queue_bytes", name, 1, None)

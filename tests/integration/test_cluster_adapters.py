@@ -194,3 +194,31 @@ def test_a_member_that_does_not_answer_in_time(
         assert (
             response.text == "503 Service Unavailable: the session change did not reach every cluster member in time.\n"
         )
+
+
+def test_under_a_lifespan_the_member_runs_on_the_servers_loop_and_sync_mode_still_waits(
+    cluster_env: Any, stoppers: list[Callable[[], None]]
+) -> None:
+    cluster_env("node1", port=cluster_env.seed_port)
+    first = SessionMiddleware(asgi_app(), secret_key=SECRET)
+    cluster_env("node2")
+    second = SessionMiddleware(asgi_app(), secret_key=SECRET)
+    stoppers.extend([first.node.stop, second.node.stop])
+    with TestClient(first) as one, TestClient(second) as two:
+        for middleware in (first, second):
+            assert middleware.node.member.hosted  # no thread of its own: the lifespan's loop
+        eventually(lambda: routes(first) == {"node2"} and routes(second) == {"node1"})
+        cookie = None
+        for expected in (1, 2, 3):
+            response = one.get("/", headers={"Cookie": f"JSESSIONID={cookie}"} if cookie else {})
+            assert response.text == str(expected)
+            cookie = cookie or cookie_of(first)
+            (session_id,) = first.node.store.ids()
+            assert second.node.store.peek(session_id) == {"hits": expected}  # applied before the answer
+        # The other member serves it, re-routed, and the write comes back the same way.
+        response = two.get("/", headers={"Cookie": f"JSESSIONID={cookie}"})
+        assert response.text == "4"
+        assert ".node2" in response.headers["set-cookie"]
+        assert first.node.store.peek(session_id) == {"hits": 4}
+    eventually(lambda: not first.node.running and not second.node.running)
+    assert not first.node.member.hosted

@@ -136,7 +136,7 @@ class Message:
 
 
 def _fields(body: Mapping[str, Any], names: frozenset[str], kind: str) -> None:
-    if set(body) != names:
+    if len(body) != len(names) or not names.issuperset(body):
         raise RemoteProtocolError(f"{kind} must have exactly the fields {sorted(names)}, got {sorted(body)}")
 
 
@@ -248,6 +248,10 @@ class Leave(Message):
         return cls()
 
 
+_DATA_FIELDS = frozenset({"id", "mode", "kind", "payload"})
+_SEND_MODES = tuple(SendMode)  # by value: cheaper than calling the enum on the receive path
+
+
 @dataclass(frozen=True, slots=True)
 class Data(Message):
     """An application message (replication traffic), with the acknowledgement it wants."""
@@ -269,10 +273,10 @@ class Data(Message):
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Data:
-        _fields(body, frozenset({"id", "mode", "kind", "payload"}), "DATA")
+        _fields(body, _DATA_FIELDS, "DATA")
         mode = body["mode"]
         _int(mode, "mode", 0, 2)
-        return cls(body["id"], SendMode(mode), body["kind"], body["payload"])
+        return cls(body["id"], _SEND_MODES[mode], body["kind"], body["payload"])
 
 
 @dataclass(frozen=True, slots=True)

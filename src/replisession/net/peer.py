@@ -73,6 +73,12 @@ class PeerProtocol(asyncio.Protocol):
         self.concluded: asyncio.Future[None] = loop.create_future()  # the handshake ended, either way
         self.lost: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        # Frames written during one turn of the loop leave in one write at its end: one
+        # system call and one wake-up of the peer for the deltas of every request that
+        # finished in that turn (and every acknowledgement of one received chunk).
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flush: asyncio.Handle | None = None
 
     @property
     def initiator(self) -> bool:
@@ -123,6 +129,7 @@ class PeerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.cancel_timer()
+        self._drop_pending()
         self.connection.close()
         self.flow.release()
         self.owner.connection_lost(self, exc)
@@ -137,10 +144,41 @@ class PeerProtocol(asyncio.Protocol):
 
     # -- helpers for the transport -----------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closing:
-            self.owner.bytes_sent += len(data)
-            self.transport.write(data)
+    def write(self, data: bytes, linger: float = 0.0) -> None:
+        """Queue ``data``; it is written, with whatever else this turn of the loop queued,
+        once the turn ends, or at most ``linger`` seconds later (async replication: the
+        deltas of several requests then share one write and one wake-up of the peer).
+        Bytes queued without a linger take everything queued before them along."""
+        if self.transport is None or self.closing:
+            return
+        self.owner.bytes_sent += len(data)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= self._send_queue_bytes:
+            self.flush()  # large: at once, so the transport's flow control sees it
+        elif linger <= 0:
+            if self._flush is None or isinstance(self._flush, asyncio.TimerHandle):
+                if self._flush is not None:
+                    self._flush.cancel()
+                self._flush = asyncio.get_running_loop().call_soon(self.flush)
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(linger, self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued now."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._pending and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._pending) if len(self._pending) > 1 else self._pending[0])
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued and not yet taken by the kernel."""
+        size = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return size + self._pending_bytes
 
     def close(self, *, abort: bool = False) -> None:
         """Close the socket; buffered bytes are flushed unless ``abort`` (or after a grace period)."""
@@ -149,10 +187,12 @@ class PeerProtocol(asyncio.Protocol):
         if abort:
             self.closing = True
             self.cancel_timer()
+            self._drop_pending()
             self.transport.abort()
             return
         if self.closing:
             return
+        self.flush()  # what was sent last (a LEAVE) goes out before the close
         self.closing = True
         self.connection.close()
         self.cancel_timer()
@@ -160,6 +200,13 @@ class PeerProtocol(asyncio.Protocol):
         # would keep the socket open for ever.
         self._timer = asyncio.get_running_loop().call_later(self._send_timeout, self.close_now)
         self.transport.close()
+
+    def _drop_pending(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._pending.clear()
+        self._pending_bytes = 0
 
     def close_now(self) -> None:
         if self.transport is not None and not self.lost.done():

@@ -163,8 +163,10 @@ class TcpTransport:
             self._dial(address), name=f"replisession dial {_format(host, port)}"
         )
 
-    def send(self, peer_id: str, message: Message) -> bool:
-        """Queue ``message`` on the peer's connection; False if there is none.
+    def send(self, peer_id: str, message: Message, linger: float = 0.0) -> bool:
+        """Queue ``message`` on the peer's connection, to leave at the end of this turn of
+        the loop or within ``linger`` seconds (see :meth:`PeerProtocol.write`); False if
+        there is no connection.
 
         A message the wire layer cannot encode raises its LocalProtocolError; the
         connection stays usable.
@@ -172,20 +174,19 @@ class TcpTransport:
         protocol = self._peers.get(peer_id)
         if protocol is None or protocol.closing or protocol.transport is None or protocol.transport.is_closing():
             return False
-        protocol.write(protocol.connection.send(message))
+        protocol.write(protocol.connection.send(message), linger)
         return True
 
     def buffered(self, peer_id: str) -> int:
         """Bytes waiting in the peer's write buffer (0 if there is no connection)."""
         protocol = self._peers.get(peer_id)
-        if protocol is None or protocol.transport is None:
-            return 0
-        return protocol.transport.get_write_buffer_size()
+        return 0 if protocol is None else protocol.buffered
 
     async def wait_writable(self, peer_id: str) -> None:
         """Return when the peer's write buffer is below ``send_queue_bytes``, or the peer is gone."""
         protocol = self._peers.get(peer_id)
         if protocol is not None:
+            protocol.flush()  # hand what this turn queued to the transport, whose buffer is watched
             await protocol.flow.drain()
 
     def disconnect(self, peer_id: str) -> None:
@@ -421,6 +422,7 @@ class TcpTransport:
         transport = protocol.transport
         if active and transport is not None and not transport.is_closing():
             if transport.can_write_eof():
+                protocol.flush()  # what was queued this turn still leaves before the end-of-file
                 transport.write_eof()
             else:
                 protocol.close()

@@ -121,17 +121,50 @@ class ClusterMember:
             self._loop_thread.stop()
             raise
 
+    async def start_hosted(self) -> MemberInfo:
+        """Start on the running loop (the ASGI server's, from its lifespan startup) instead of a
+        thread of our own: the request path then sends with no thread hand-off."""
+        self._stopped = False
+        self.incarnation = secrets.token_hex(16)
+        self._loop_thread.adopt()
+        try:
+            return await self._start()
+        except BaseException:
+            self._loop_thread.stop()
+            raise
+
     def stop(self, timeout: float = 5.0) -> None:
         """Leave gracefully: announce it to every member, then close the channel."""
         if not self._loop_thread.running or self._stopped:
             return
         self._stopped = True
+        if self._loop_thread.on_loop:  # hosted, called by the server's own thread: cannot wait here
+            task = self._loop_thread.loop.create_task(self._stop())
+            task.add_done_callback(lambda _: self._loop_thread.stop())
+            return
         try:
             self._loop_thread.submit(self._stop()).result(timeout)
         except (concurrent.futures.TimeoutError, TransportError, OSError):
             log.warning("the cluster member did not stop cleanly within %ss", timeout)
         finally:
             self._loop_thread.stop()
+
+    async def stop_hosted(self) -> None:
+        """Leave gracefully from a coroutine on the member's loop (the lifespan's shutdown)."""
+        if not self._loop_thread.running or self._stopped:
+            return
+        self._stopped = True
+        try:
+            await asyncio.wait_for(self._stop(), self.config.send_timeout + 1.0)
+        except (TimeoutError, TransportError, OSError):
+            log.warning("the cluster member did not stop cleanly")
+        finally:
+            self._loop_thread.stop()
+
+    @property
+    def hosted(self) -> bool:
+        """True when the member runs on the server's event loop."""
+        return self._loop_thread.hosted
 
     def members(self) -> list[MemberInfo]:
         """The other members, as this member sees them (thread-safe snapshot)."""
@@ -158,9 +191,9 @@ class ClusterMember:
         """
         chosen = list(targets) if targets is not None else None
         future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
-        # A plain callback rather than a coroutine: the request path pays one thread
-        # hand-off, with no Task and no chained asyncio future per send.
-        self._loop_thread.loop.call_soon_threadsafe(self._send_now, kind, payload, mode, chosen, ack_timeout, future)
+        # A plain call rather than a coroutine: no Task and no chained asyncio future per
+        # send, and on the member's loop (hosted, or a handler) no thread hand-off either.
+        self._loop_thread.call(self._send_now, kind, payload, mode, chosen, ack_timeout, future)
         return future
 
     def stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> concurrent.futures.Future[int]:
@@ -243,6 +276,8 @@ class ClusterMember:
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()
+        for task in list(self._tasks):  # probes and paced sends (a hosted loop lives on)
+            task.cancel()
         log.info("cluster member %s left the cluster", self._local)
 
     async def _tick_forever(self) -> None:
@@ -283,6 +318,7 @@ class ClusterMember:
             return
         chosen = targets if targets is not None else membership.members()
         timeout = ack_timeout if ack_timeout is not None else self.config.send_timeout
+        linger = self.config.async_linger if mode is SendMode.ASYNC else 0.0
         request_id: int | None = None
         try:
             now = self.clock()
@@ -294,7 +330,7 @@ class ClusterMember:
             for member in chosen:
                 if mode is SendMode.ASYNC and transport.buffered(member.id) >= self.config.send_queue_bytes:
                     blocked.append(member)  # backpressure: this one waits until its queue drains
-                elif not transport.send(member.id, data):
+                elif not transport.send(member.id, data, linger):
                     for gone in self.channel.member_gone(member):
                         self._complete(gone)
         except Exception as exc:  # an unencodable or oversized message: the caller learns it

@@ -94,12 +94,34 @@ class Node:
                 return
             if self.member is not None:
                 self.member.start()  # the replicator attaches while it binds, before it joins
-                self.store.change_sink = self._publish  # track changes: they replicate
-                atexit.register(self.stop)  # leave gracefully even without a lifespan
-            self._stopping = threading.Event()
-            self._timer = threading.Thread(target=self._run_timer, name="replisession-timer", daemon=True)
-            self._pid = os.getpid()
-            self._timer.start()
+            self._started()
+
+    async def start_async(self) -> None:
+        """Start from a coroutine on the server's event loop (an ASGI lifespan): the member is
+        hosted on that loop, so requests send their deltas with no thread hand-off."""
+        if self.running:
+            return
+        if self.member is not None:
+            await self.member.start_hosted()
+        self._started()
+
+    def _started(self) -> None:
+        if self.member is not None:
+            self.store.change_sink = self._publish  # track changes: they replicate
+            atexit.register(self.stop)  # leave gracefully even without a lifespan
+        self._stopping = threading.Event()
+        self._timer = threading.Thread(target=self._run_timer, name="replisession-timer", daemon=True)
+        self._pid = os.getpid()
+        self._timer.start()
+
+    async def stop_async(self) -> None:
+        """Leave the cluster from a coroutine on the server's loop (an ASGI lifespan's shutdown)."""
+        if self.member is not None and self.member.hosted:
+            atexit.unregister(self.stop)
+            if not self._delta_listeners:
+                self.store.change_sink = None
+            await self.member.stop_hosted()
+        self.stop()
 
     def stop(self) -> None:
         """Leave the cluster gracefully and stop the timer."""

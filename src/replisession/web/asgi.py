@@ -114,9 +114,9 @@ class SessionMiddleware(SessionAdapter):
         async def wrapped() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.node.start()
+                await self.node.start_async()
             elif message["type"] == "lifespan.shutdown":
-                self.node.stop()
+                await self.node.stop_async()
             return message
 
         return wrapped

@@ -11,7 +11,6 @@ comparing ids.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import enum
 import logging
@@ -28,6 +27,7 @@ from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..core.store import SessionStore
 from ..node import ClusterListener, Node
+from ..node.loop import gather_futures
 from .cookie import SessionCookieCodec, render_delete, render_set
 from .metrics import MetricsEndpoint
 from .valve import ReplicationValve
@@ -64,10 +64,9 @@ class Fetch:
             log.debug("session fetch did not complete: %r", exc)
 
     async def wait_async(self) -> None:
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(self.future), self.timeout)
-        except Exception as exc:
-            log.debug("session fetch did not complete: %r", exc)
+        (outcome,) = await gather_futures([self.future], self.timeout)
+        if isinstance(outcome, BaseException):
+            log.debug("session fetch did not complete: %r", outcome)
 
 
 @dataclass(slots=True)
@@ -89,11 +88,7 @@ class Replication:
         return results
 
     async def outcomes_async(self) -> list[Any]:
-        waited = [asyncio.wrap_future(f) for f in self.futures]
-        try:
-            return list(await asyncio.wait_for(asyncio.gather(*waited, return_exceptions=True), self.timeout))
-        except TimeoutError as exc:
-            return [exc]
+        return await gather_futures(self.futures, self.timeout)
 
     def failed(self, outcomes: list[Any]) -> bool:
         """True when the response must be a 503 (``send_failure=fail`` and a member missed it).

@@ -34,9 +34,14 @@ _SEQ = struct.Struct(">Q")
 # counter never wraps and a (key, seq) pair is never used twice.
 
 
-def _mac(key: bytes, seq: int, header: bytes, body: bytes) -> bytes:
+def _mac(keyed: hmac.HMAC, seq: int, header: bytes, body: bytes) -> bytes:
     # The header has a fixed size (and carries the body length): header + body splits one way only.
-    return hmac.new(key, _SEQ.pack(seq) + header + body, hashlib.sha256).digest()
+    # ``keyed`` is the HMAC state after the key: copying it skips re-deriving the pads per frame.
+    mac = keyed.copy()
+    mac.update(_SEQ.pack(seq))
+    mac.update(header)
+    mac.update(body)
+    return mac.digest()
 
 
 def derive_cluster_key(secret: bytes | None) -> bytes:
@@ -69,15 +74,15 @@ def derive_session_keys(cluster_key: bytes, initiator_nonce: bytes, responder_no
 class FrameSealer:
     """Computes the MACs of the frames we send in one direction, in order."""
 
-    __slots__ = ("_key", "_seq")
+    __slots__ = ("_keyed", "_seq")
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
         self._seq = 0
 
     def seal(self, header: bytes, body: bytes) -> bytes:
         """The MAC of the next frame. Every sealed frame must be sent, in sealing order."""
-        mac = _mac(self._key, self._seq, header, body)
+        mac = _mac(self._keyed, self._seq, header, body)
         self._seq += 1
         return mac
 
@@ -85,15 +90,15 @@ class FrameSealer:
 class FrameOpener:
     """Checks the MACs of the frames we receive in one direction, in order."""
 
-    __slots__ = ("_key", "_seq")
+    __slots__ = ("_keyed", "_seq")
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
         self._seq = 0
 
     def verify(self, header: bytes, body: bytes, mac: bytes) -> None:
         """Accept the next frame, or raise :class:`RemoteProtocolError` (and expect the same seq again)."""
-        if not hmac.compare_digest(_mac(self._key, self._seq, header, body), mac):
+        if not hmac.compare_digest(_mac(self._keyed, self._seq, header, body), mac):
             raise RemoteProtocolError(
                 f"frame authentication failed (frame #{self._seq} of this direction): forged, tampered or replayed"
             )

@@ -74,6 +74,7 @@ class ConnectionState(enum.Enum):
 
 _S = ConnectionState
 _F = FrameType
+_FRAME_TYPES = {int(frame_type): frame_type for frame_type in FrameType}
 _TRAFFIC = (_F.HEARTBEAT, _F.LEAVE, _F.DATA, _F.ACK)  # the only frames after the handshake
 
 # (our state, frame type we send) -> our next state. REFUSE is not here: refusal()
@@ -256,10 +257,9 @@ class PeerConnection:
         return events
 
     def _receive_frame(self, frame: RawFrame) -> list[Event]:
-        try:
-            frame_type = FrameType(frame.frame_type)
-        except ValueError:
-            raise RemoteProtocolError(f"unknown frame type {frame.frame_type}") from None
+        frame_type = _FRAME_TYPES.get(frame.frame_type)
+        if frame_type is None:
+            raise RemoteProtocolError(f"unknown frame type {frame.frame_type}")
         next_state = _RECEIVE.get((self._state, frame_type))
         if next_state is None:
             raise RemoteProtocolError(f"unexpected {frame_type.name} frame in state {self._state.name}")

@@ -117,8 +117,10 @@ class FrameDecoder:
         if self._failed:
             raise RemoteProtocolError("the frame stream failed earlier and cannot be resumed")
         frames: list[RawFrame] = []
-        view = memoryview(data)
         try:
+            if not self._buffer:  # the usual case: whole frames, sliced straight out of the chunk
+                data = self._whole_frames(data, frames)
+            view = memoryview(data)
             while view:
                 wanted = HEADER_SIZE if self._length is None else HEADER_SIZE + self._length + MAC_SIZE
                 missing = wanted - len(self._buffer)
@@ -134,6 +136,27 @@ class FrameDecoder:
             self._failed = True
             raise
         return frames
+
+    def _whole_frames(self, data: bytes, frames: list[RawFrame]) -> bytes:
+        """Take the complete frames at the start of ``data``; return the rest (a partial frame)."""
+        offset, end = 0, len(data)
+        while end - offset >= HEADER_SIZE:
+            header = data[offset : offset + HEADER_SIZE]
+            length = self._check_header(header)
+            stop = offset + HEADER_SIZE + length + MAC_SIZE
+            if stop > end:
+                break
+            frames.append(
+                RawFrame(
+                    header,
+                    header[3],
+                    header[4],
+                    data[offset + HEADER_SIZE : stop - MAC_SIZE],
+                    data[stop - MAC_SIZE : stop],
+                )
+            )
+            offset = stop
+        return data[offset:] if offset else data
 
     def _check_header(self, header: bytes) -> int:
         magic, version, _frame_type, flags, length = _HEADER.unpack(header)
