@@ -25,6 +25,17 @@ __all__ = ["LoopThread", "gather_futures"]
 T = TypeVar("T")
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (a dependency on CPython outside Windows): its
+    transports and callbacks run in C, which took the cost of a replicated write down by
+    half in benchmarks/replication.py; asyncio's own loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - PyPy or Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class LoopThread:
     def __init__(self, name: str = "replisession-member") -> None:
         self._name = name
@@ -72,7 +83,7 @@ class LoopThread:
         self._hosted = True
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         self._ident = threading.get_ident()
         asyncio.set_event_loop(loop)
