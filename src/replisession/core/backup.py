@@ -26,60 +26,28 @@ and packs again, so a backup costs a fraction of a primary's memory. Listeners f
 the member serving a session, not on backups (their copies are bytes).
 
 Messages beyond the DeltaManager's: ``placement`` (a session's owner, its stamp and its
-ranked backups; a holder not named drops its copy unless ``keep``).
+ranked backups; a holder not named drops its copy unless ``keep``) and ``placements``
+(many at once). A rebalance sends each member a few batches, not a message per session:
+its full copies (``sessions``) first, then its placements (see :func:`.placement.batched`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .delta import SessionDelta
 from .messages import MemberInfo
-from .payloads import DELTA, PLACEMENT, check
-from .replication import DeltaManager, Outgoing, Stamp, _stamp
+from .payloads import DELTA, PLACEMENT, check, check_placements
+from .placement import Placement, batched, place
+from .replication import DeltaManager, Outgoing, _stamp
 from .session import Session
 from .store import SessionStore
 
 __all__ = ["BackupManager", "place"]
 
 log = logging.getLogger("replisession.replication")
-
-
-def _score(session_id: str, member_id: str) -> int:
-    digest = hashlib.blake2b(f"{session_id}\0{member_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def place(session_id: str, primary: MemberInfo, others: Iterable[MemberInfo], backups: int) -> tuple[str, ...]:
-    """The ids of the ``backups`` members that back up ``session_id`` for ``primary``, best first.
-
-    Rendezvous hashing: each member scores the session, the highest scores win, so a
-    member that joins or leaves moves only the sessions it wins or held. Members on a
-    host that holds no copy yet come first, so two workers of one host are not each
-    other's only backup while another host is up.
-    """
-    ranked = sorted((m for m in others if m.id != primary.id), key=lambda m: _score(session_id, m.id), reverse=True)
-    chosen: list[str] = []
-    hosts = {primary.host}
-    for member in ranked:
-        if len(chosen) < backups and member.host not in hosts:
-            chosen.append(member.id)
-            hosts.add(member.host)
-    for member in ranked:
-        if len(chosen) < backups and member.id not in chosen:
-            chosen.append(member.id)
-    return tuple(chosen)
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    owner: str
-    stamp: Stamp
-    holders: tuple[str, ...]  # the backups, best first
 
 
 class BackupManager(DeltaManager):
@@ -133,6 +101,11 @@ class BackupManager(DeltaManager):
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         if kind == "placement":
             return self._apply_placement(check(payload, PLACEMENT), now)
+        if kind == "placements":
+            out = []
+            for body in check_placements(payload):  # all valid, or none applied
+                out.extend(self._apply_placement(body, now))
+            return self._batched(out)
         if kind == "delta":
             body = check(payload, DELTA)
             session_id = self._resolve(body["id"])
@@ -153,6 +126,7 @@ class BackupManager(DeltaManager):
                 if placed is not None:
                     replies.append(Outgoing("placement", self._placement_body(entry[0], placed, keep=True), (sender,)))
         if kind == "sessions":
+            forwards = []
             for entry in payload["sessions"]:
                 session_id = self._resolve(entry[0])
                 placed = self._placed.get(session_id)
@@ -161,10 +135,16 @@ class BackupManager(DeltaManager):
                     # after a partition. The backups need what it brought.
                     holders = self._live(placed.holders)
                     if holders:
-                        replies.append(self.sessions_message(self._entries([session_id], now), holders))
+                        forwards.append(self.sessions_message(self._entries([session_id], now), holders))
                 else:
                     self._compact(session_id, now)
+            replies.extend(self._batched(forwards))
         return replies
+
+    def _batched(self, messages: list[Outgoing]) -> list[Outgoing]:
+        if len(messages) < 2:
+            return messages  # one message stays as it is
+        return batched(messages, self.sessions_message, self.batch_size, self.batch_bytes)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -197,7 +177,7 @@ class BackupManager(DeltaManager):
             session_id = self._resolve(session_id)
             if session_id in self.store and self._should_own(session_id):
                 out.extend(self._place(session_id, now, None, also_tell=joined))
-        return out
+        return batched(out, self.sessions_message, self.batch_size, self.batch_bytes)
 
     def rebalanced(self) -> None:
         """The node went through every session since the last membership change."""

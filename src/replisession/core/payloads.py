@@ -18,11 +18,13 @@ __all__ = [
     "DELTA",
     "MAX_IDS",
     "PLACEMENT",
+    "PLACEMENTS",
     "SESSIONS",
     "WANT",
     "check",
     "check_entry",
     "check_packed",
+    "check_placements",
     "check_want",
 ]
 
@@ -51,6 +53,8 @@ SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"
 # encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
 WANT = {"ids": (list, type(None))}
 PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool, "replaces": str}
+# Many placements at once (a rebalance): each element is a PLACEMENT, checked as one.
+PLACEMENTS = {"placements": list}
 
 
 def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -123,6 +127,11 @@ def _is_stamp(value: Any) -> bool:
         and value[0] >= 0
         and isinstance(value[1], str)
     )
+
+
+def check_placements(payload: Any) -> list[Mapping[str, Any]]:
+    """Validate a ``placements`` batch: every placement in it, before any is applied."""
+    return [check(body, PLACEMENT) for body in check(payload, PLACEMENTS)["placements"]]
 
 
 def check_want(payload: Any) -> Mapping[str, Any]:
