@@ -29,6 +29,10 @@ Messages beyond the DeltaManager's: ``placement`` (a session's owner, its stamp 
 ranked backups; a holder not named drops its copy unless ``keep``) and ``placements``
 (many at once). A rebalance sends each member a few batches, not a message per session:
 its full copies (``sessions``) first, then its placements (see :func:`.placement.batched`).
+``missing``: a holder that got a delta or an access notice for a session it holds no copy
+of (the full copy was lost to a failed send while it stayed a member) asks the sender,
+which sends the copy and the placement again if it owns the session and counts the
+asker as one of its backups.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 
 from .delta import SessionDelta
 from .messages import MemberInfo
-from .payloads import DELTA, PLACEMENT, check, check_placements
+from .payloads import ACCESS, DELTA, MISSING, PLACEMENT, check, check_placements
 from .placement import Placement, batched, place
 from .replication import DeltaManager, Outgoing, _stamp
 from .session import Session
@@ -48,6 +52,9 @@ from .store import SessionStore
 __all__ = ["BackupManager", "place"]
 
 log = logging.getLogger("replisession.replication")
+
+#: Seconds a backup waits for the full copy it asked for before asking again.
+MISSING_RETRY = 5.0
 
 
 class BackupManager(DeltaManager):
@@ -66,6 +73,8 @@ class BackupManager(DeltaManager):
         # Members that joined since the last rebalance: they may hold copies made on the other
         # side of a partition (even a member that started during it), so they are told.
         self._joined: set[str] = set()
+        # Sessions this member asked for a full copy of (see _ask): id -> when.
+        self._missing: dict[str, float] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -92,6 +101,11 @@ class BackupManager(DeltaManager):
         targets = self._live(placed.holders) if placed is not None else ()
         return [Outgoing(n.kind, n.payload, targets, wait=False) for n in notices if targets]
 
+    def tick(self, now: float) -> None:
+        super().tick(now)
+        for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
+            del self._missing[session_id]
+
     def owner_of(self, session_id: str) -> str | None:
         placed = self._placed.get(session_id)
         return placed.owner if placed is not None else super().owner_of(session_id)
@@ -106,13 +120,30 @@ class BackupManager(DeltaManager):
             for body in check_placements(payload):  # all valid, or none applied
                 out.extend(self._apply_placement(body, now))
             return self._batched(out)
+        if kind == "missing":
+            return self._resend(sender, check(payload, MISSING)["ids"], now)
+        if kind == "access":
+            session_id = self._resolve(check(payload, ACCESS)["id"])
+            if session_id not in self.store and session_id not in self._tombstones:
+                return self._ask(sender, session_id, now)
+            return super().receive(sender, kind, payload, now)
         if kind == "delta":
             body = check(payload, DELTA)
             session_id = self._resolve(body["id"])
-            if not body["destroyed"] and body["prev"] is None and session_id not in self.store:
-                return []  # not a holder (any more): a full copy comes first to a new backup
-            if body["prev"] is not None and body["prev"] in self._placed:
-                self._placed[session_id] = self._placed.pop(body["prev"])
+            prev = body["prev"]
+            held = session_id in self.store or (prev is not None and self._resolve(prev) in self.store)
+            if not body["destroyed"] and not held and session_id not in self._tombstones:
+                # No copy to apply it to: never a partial copy made of one delta. The sender
+                # (the primary) is asked for the whole copy, and sends it only if this member
+                # is one of its backups (the full copy was lost to a failed send).
+                self._witness(_stamp(body["stamp"]))
+                if prev is not None:
+                    self._apply_alias(prev, body["id"], now)
+                    if prev in self._placed:
+                        self._placed[session_id] = self._placed.pop(prev)
+                return self._ask(sender, self._resolve(session_id), now)
+            if prev is not None and prev in self._placed:
+                self._placed[session_id] = self._placed.pop(prev)
             replies = super().receive(sender, kind, payload, now)
             if body["destroyed"]:
                 self._placed.pop(session_id, None)
@@ -129,6 +160,7 @@ class BackupManager(DeltaManager):
             forwards = []
             for entry in payload["sessions"]:
                 session_id = self._resolve(entry[0])
+                self._missing.pop(session_id, None)
                 placed = self._placed.get(session_id)
                 if placed is not None and placed.owner == self.local.id and session_id in self.store:
                     # Another member's copy merged into ours (per-key stamps): a displaced owner
@@ -140,6 +172,32 @@ class BackupManager(DeltaManager):
                     self._compact(session_id, now)
             replies.extend(self._batched(forwards))
         return replies
+
+    def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
+        """Ask ``sender`` for the full copy of a session this member holds none of (at most
+        every ``MISSING_RETRY`` seconds: a write burst asks once)."""
+        asked = self._missing.get(session_id)
+        if asked is not None and now - asked < MISSING_RETRY:
+            return []
+        self._missing[session_id] = now
+        return [Outgoing("missing", {"ids": [session_id]}, (sender,))]
+
+    def _resend(self, member: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """A member lacks the copy of these sessions: the full copy and the placement again, for
+        each one this member owns and places on it (to any other member, nothing: a delta that
+        reached a former backup does not make it one again). Replies: on the connection the
+        request came by, so no delta sent later overtakes them."""
+        out = []
+        for requested in session_ids:
+            session_id = self._resolve(requested)
+            placed = self._placed.get(session_id)
+            if placed is None or placed.owner != self.local.id or member.id not in placed.holders:
+                continue
+            entries = self._entries([session_id], now)
+            if entries:
+                out.append(self.sessions_message(entries, (member,)))
+                out.append(Outgoing("placement", self._placement_body(session_id, placed, keep=False), (member,)))
+        return self._batched(out)
 
     def _batched(self, messages: list[Outgoing]) -> list[Outgoing]:
         if len(messages) < 2:

@@ -17,6 +17,7 @@ __all__ = [
     "ACCESS",
     "DELTA",
     "MAX_IDS",
+    "MISSING",
     "PLACEMENT",
     "PLACEMENTS",
     "SESSIONS",
@@ -55,6 +56,9 @@ WANT = {"ids": (list, type(None))}
 PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool, "replaces": str}
 # Many placements at once (a rebalance): each element is a PLACEMENT, checked as one.
 PLACEMENTS = {"placements": list}
+# A backup that got a delta or notice for a session it holds no copy of (its full copy was
+# lost to a failed send) asks the sender, which answers if it counts it as a backup.
+MISSING = {"ids": "ids"}
 
 
 def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -69,6 +73,8 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
             ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes) for k, v in value.items())
         elif kind == "keys":
             ok = isinstance(value, list) and all(isinstance(k, str) for k in value)
+        elif kind == "ids":
+            ok = isinstance(value, list) and len(value) <= MAX_IDS and all(isinstance(k, str) for k in value)
         elif kind in ("seconds", "seconds?"):
             ok = (value is None and kind == "seconds?") or _is_seconds(value)
         elif kind == "aliases":

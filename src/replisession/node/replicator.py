@@ -34,7 +34,7 @@ __all__ = ["Replicator"]
 log = logging.getLogger("replisession.replication")
 
 _MODES = {"async": SendMode.ASYNC, "ack": SendMode.ACK, "sync": SendMode.SYNC}
-_KINDS = ("delta", "access", "sessions", "want", "placement", "placements")
+_KINDS = ("delta", "access", "sessions", "want", "placement", "placements", "missing")
 _REBALANCE_CHUNK = 256  # sessions re-placed per hold of the store's lock
 _REBALANCE_WINDOW = 4  # chunks sent and not yet acknowledged
 
