@@ -77,6 +77,7 @@ class Sim:
             self.deliver(member, member.manager.request_transfer(others, self.now))
         for member in self.members:
             self.deliver(member, member.manager.rebalance(member.store.ids(), self.now))
+            member.manager.rebalanced()  # as the node does after its pass: joiners are told once, not forever
 
     def crash(self, victim: Member) -> None:
         """``victim`` is gone (SIGKILL): every survivor drops it, then re-places its sessions."""
@@ -86,6 +87,7 @@ class Sim:
             self.deliver(member, member.manager.member_left(victim.info, others, self.now))
         for member in self.members:
             self.deliver(member, member.manager.rebalance(member.store.ids(), self.now))
+            member.manager.rebalanced()  # as the node does after its pass: joiners are told once, not forever
 
     def count(self) -> None:
         self.counting = True

@@ -12,143 +12,15 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replisession.core.backup import BackupManager, place
-from replisession.core.messages import MemberInfo
-from replisession.core.replication import Outgoing
-from replisession.core.session import Session
+from replisession.core.backup import place
 
-from .replication_sim import Replica
-
-NOW = 100.0
-
-
-def member(number: int, host: str = "10.0.0.1") -> MemberInfo:
-    return MemberInfo(f"node{number}", host, 4000 + number, f"{number:032x}")
-
-
-class Cluster:
-    """Members with BackupManagers, delivering every message at once, in order."""
-
-    def __init__(self, size: int, backups: int = 1, hosts: int | None = None) -> None:
-        self.backups = backups
-        self.ids: Iterator[str] = (f"s{n}" for n in itertools.count(1))
-        self.members: dict[str, Replica] = {}
-        self.messages: list[tuple[str, str, str]] = []  # (sender, kind, target) of everything sent
-        self._numbers = itertools.count(1)
-        self.cut: list[set[str]] | None = None  # a partition: the ids on each side
-        self._hosts = hosts
-        for _ in range(size):
-            self.join()
-
-    def join(self) -> Replica:
-        number = next(self._numbers)
-        host = f"10.0.0.{number % self._hosts + 1}" if self._hosts else f"10.0.1.{number}"
-        replica = Replica(member(number, host), self.ids, manager=BackupManager, backups=self.backups)
-        for other in self.members.values():
-            if self.cut is None or other.info.id in self.cut[0]:  # a newcomer joins the first side
-                other.manager.request_transfer([replica.info], NOW)
-                replica.manager.request_transfer([other.info], NOW)
-        self.members[replica.info.id] = replica
-        if self.cut is not None:
-            self.cut[0].add(replica.info.id)
-        self.rebalance()
-        return replica
-
-    def crash(self, *replicas: Replica) -> None:
-        for replica in replicas:
-            del self.members[replica.info.id]
-            if self.cut is not None:
-                self.cut[0].discard(replica.info.id)
-                self.cut[1].discard(replica.info.id)
-        for survivor in self.members.values():
-            for replica in replicas:
-                survivor.manager.member_left(replica.info, [m.info for m in self.members.values()], NOW)
-        self.rebalance()
-
-    def partition(self, side: list[Replica]) -> None:
-        """``side`` and the rest stop hearing each other: each sees the others leave."""
-        ours = {r.info.id for r in side}
-        self.cut = [ours, set(self.members) - ours]
-        for a in self.members.values():
-            for b in self.members.values():
-                if not self.reachable(a.info.id, b.info.id):
-                    a.manager.member_left(b.info, [], NOW)
-        self.rebalance()
-
-    def heal(self) -> None:
-        """The partition ends: each side sees the other join again."""
-        split, self.cut = self.cut, None
-        assert split is not None
-        for a in self.members.values():
-            for b in self.members.values():
-                if (a.info.id in split[0]) != (b.info.id in split[0]):
-                    a.manager.request_transfer([b.info], NOW)
-        self.rebalance()
-
-    def reachable(self, a: str, b: str) -> bool:
-        return self.cut is None or (a in self.cut[0]) == (b in self.cut[0])
-
-    def rebalance(self) -> None:
-        for replica in list(self.members.values()):
-            self.deliver(replica, replica.manager.rebalance(replica.store.ids(), NOW))
-            replica.manager.rebalanced()
-
-    def deliver(self, sender: Replica, messages: list[Outgoing]) -> None:
-        queue = [(sender, message) for message in messages]
-        while queue:
-            source, message = queue.pop(0)
-            assert message.targets is not None, message  # never "everyone": placement decides
-            for target in message.targets:
-                self.messages.append((source.info.id, message.kind, target.id))
-                receiver = self.members.get(target.id)
-                if receiver is not None and self.reachable(source.info.id, target.id):
-                    replies = receiver.manager.receive(source.info, message.kind, message.payload, NOW)
-                    queue.extend((receiver, reply) for reply in replies)
-
-    def request(self, replica: Replica, session_id: str | None, action: Callable[[Session], Any]) -> str | None:
-        if session_id is not None and session_id not in replica.store:  # the node's fetch
-            others = tuple(
-                m.info for m in self.members.values() if m is not replica and self.reachable(m.info.id, replica.info.id)
-            )
-            self.deliver(replica, [replica.manager.fetch([session_id], others)])
-        done = replica.request(session_id, action, NOW)
-        self.deliver(replica, done.messages)
-        return done.session_id
-
-    def copies(self, session_id: str) -> dict[str, dict[str, Any]]:
-        """Each member's copy, read without unpacking anything (a check must not change state)."""
-        found = {}
-        for replica in self.members.values():
-            dormant = replica.store.dormant(session_id)
-            if dormant is not None:
-                packed = msgpack.unpackb(dormant.data[1])
-                found[replica.info.id] = replica.store.serializer.loads(packed[3])
-            elif (session := replica.store.live(session_id)) is not None:
-                found[replica.info.id] = dict(dict.items(session))
-        return found
-
-
-def put(**values: Any) -> Callable[[Session], None]:
-    return lambda session: session.update(values)
-
-
-def assert_placed(cluster: Cluster, expected: dict[str, dict[str, Any]]) -> None:
-    want = min(1 + cluster.backups, len(cluster.members))
-    for session_id, contents in expected.items():
-        copies = cluster.copies(session_id)
-        assert len(copies) == want, (session_id, copies)
-        assert all(copy == contents for copy in copies.values()), (session_id, contents, copies)
-    held = {sid for replica in cluster.members.values() for sid in replica.store.ids()}
-    assert held == set(expected)
-
+from .backup_sim import NOW, Cluster, assert_placed, member, put
 
 # -- placement ---------------------------------------------------------------------------------
 

@@ -26,21 +26,26 @@ and packs again, so a backup costs a fraction of a primary's memory. Listeners f
 the member serving a session, not on backups (their copies are bytes).
 
 Messages beyond the DeltaManager's: ``placement`` (a session's owner, its stamp and its
-ranked backups; a holder not named drops its copy unless ``keep``).
+ranked backups; a holder not named drops its copy unless ``keep``) and ``placements``
+(many at once). A rebalance sends each member a few batches, not a message per session:
+its full copies (``sessions``) first, then its placements (see :func:`.placement.batched`).
+``missing``: a holder that got a delta or an access notice for a session it holds no copy
+of (the full copy was lost to a failed send while it stayed a member) asks the sender,
+which sends the copy and the placement again if it owns the session and counts the
+asker as one of its backups.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .delta import SessionDelta
 from .messages import MemberInfo
-from .payloads import DELTA, PLACEMENT, check
-from .replication import DeltaManager, Outgoing, Stamp, _stamp
+from .payloads import ACCESS, DELTA, MISSING, PLACEMENT, check, check_placements
+from .placement import Placement, batched, place
+from .replication import DeltaManager, Outgoing, _stamp
 from .session import Session
 from .store import SessionStore
 
@@ -48,38 +53,8 @@ __all__ = ["BackupManager", "place"]
 
 log = logging.getLogger("replisession.replication")
 
-
-def _score(session_id: str, member_id: str) -> int:
-    digest = hashlib.blake2b(f"{session_id}\0{member_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def place(session_id: str, primary: MemberInfo, others: Iterable[MemberInfo], backups: int) -> tuple[str, ...]:
-    """The ids of the ``backups`` members that back up ``session_id`` for ``primary``, best first.
-
-    Rendezvous hashing: each member scores the session, the highest scores win, so a
-    member that joins or leaves moves only the sessions it wins or held. Members on a
-    host that holds no copy yet come first, so two workers of one host are not each
-    other's only backup while another host is up.
-    """
-    ranked = sorted((m for m in others if m.id != primary.id), key=lambda m: _score(session_id, m.id), reverse=True)
-    chosen: list[str] = []
-    hosts = {primary.host}
-    for member in ranked:
-        if len(chosen) < backups and member.host not in hosts:
-            chosen.append(member.id)
-            hosts.add(member.host)
-    for member in ranked:
-        if len(chosen) < backups and member.id not in chosen:
-            chosen.append(member.id)
-    return tuple(chosen)
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    owner: str
-    stamp: Stamp
-    holders: tuple[str, ...]  # the backups, best first
+#: Seconds a backup waits for the full copy it asked for before asking again.
+MISSING_RETRY = 5.0
 
 
 class BackupManager(DeltaManager):
@@ -98,6 +73,8 @@ class BackupManager(DeltaManager):
         # Members that joined since the last rebalance: they may hold copies made on the other
         # side of a partition (even a member that started during it), so they are told.
         self._joined: set[str] = set()
+        # Sessions this member asked for a full copy of (see _ask): id -> when.
+        self._missing: dict[str, float] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -124,6 +101,11 @@ class BackupManager(DeltaManager):
         targets = self._live(placed.holders) if placed is not None else ()
         return [Outgoing(n.kind, n.payload, targets, wait=False) for n in notices if targets]
 
+    def tick(self, now: float) -> None:
+        super().tick(now)
+        for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
+            del self._missing[session_id]
+
     def owner_of(self, session_id: str) -> str | None:
         placed = self._placed.get(session_id)
         return placed.owner if placed is not None else super().owner_of(session_id)
@@ -133,13 +115,35 @@ class BackupManager(DeltaManager):
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         if kind == "placement":
             return self._apply_placement(check(payload, PLACEMENT), now)
+        if kind == "placements":
+            out = []
+            for body in check_placements(payload):  # all valid, or none applied
+                out.extend(self._apply_placement(body, now))
+            return self._batched(out)
+        if kind == "missing":
+            return self._resend(sender, check(payload, MISSING)["ids"], now)
+        if kind == "access":
+            session_id = self._resolve(check(payload, ACCESS)["id"])
+            if session_id not in self.store and session_id not in self._tombstones:
+                return self._ask(sender, session_id, now)
+            return super().receive(sender, kind, payload, now)
         if kind == "delta":
             body = check(payload, DELTA)
             session_id = self._resolve(body["id"])
-            if not body["destroyed"] and body["prev"] is None and session_id not in self.store:
-                return []  # not a holder (any more): a full copy comes first to a new backup
-            if body["prev"] is not None and body["prev"] in self._placed:
-                self._placed[session_id] = self._placed.pop(body["prev"])
+            prev = body["prev"]
+            held = session_id in self.store or (prev is not None and self._resolve(prev) in self.store)
+            if not body["destroyed"] and not held and session_id not in self._tombstones:
+                # No copy to apply it to: never a partial copy made of one delta. The sender
+                # (the primary) is asked for the whole copy, and sends it only if this member
+                # is one of its backups (the full copy was lost to a failed send).
+                self._witness(_stamp(body["stamp"]))
+                if prev is not None:
+                    self._apply_alias(prev, body["id"], now)
+                    if prev in self._placed:
+                        self._placed[session_id] = self._placed.pop(prev)
+                return self._ask(sender, self._resolve(session_id), now)
+            if prev is not None and prev in self._placed:
+                self._placed[session_id] = self._placed.pop(prev)
             replies = super().receive(sender, kind, payload, now)
             if body["destroyed"]:
                 self._placed.pop(session_id, None)
@@ -153,18 +157,52 @@ class BackupManager(DeltaManager):
                 if placed is not None:
                     replies.append(Outgoing("placement", self._placement_body(entry[0], placed, keep=True), (sender,)))
         if kind == "sessions":
+            forwards = []
             for entry in payload["sessions"]:
                 session_id = self._resolve(entry[0])
+                self._missing.pop(session_id, None)
                 placed = self._placed.get(session_id)
                 if placed is not None and placed.owner == self.local.id and session_id in self.store:
                     # Another member's copy merged into ours (per-key stamps): a displaced owner
                     # after a partition. The backups need what it brought.
                     holders = self._live(placed.holders)
                     if holders:
-                        replies.append(self.sessions_message(self._entries([session_id], now), holders))
+                        forwards.append(self.sessions_message(self._entries([session_id], now), holders))
                 else:
                     self._compact(session_id, now)
+            replies.extend(self._batched(forwards))
         return replies
+
+    def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
+        """Ask ``sender`` for the full copy of a session this member holds none of (at most
+        every ``MISSING_RETRY`` seconds: a write burst asks once)."""
+        asked = self._missing.get(session_id)
+        if asked is not None and now - asked < MISSING_RETRY:
+            return []
+        self._missing[session_id] = now
+        return [Outgoing("missing", {"ids": [session_id]}, (sender,))]
+
+    def _resend(self, member: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """A member lacks the copy of these sessions: the full copy and the placement again, for
+        each one this member owns and places on it (to any other member, nothing: a delta that
+        reached a former backup does not make it one again). Replies: on the connection the
+        request came by, so no delta sent later overtakes them."""
+        out = []
+        for requested in session_ids:
+            session_id = self._resolve(requested)
+            placed = self._placed.get(session_id)
+            if placed is None or placed.owner != self.local.id or member.id not in placed.holders:
+                continue
+            entries = self._entries([session_id], now)
+            if entries:
+                out.append(self.sessions_message(entries, (member,)))
+                out.append(Outgoing("placement", self._placement_body(session_id, placed, keep=False), (member,)))
+        return self._batched(out)
+
+    def _batched(self, messages: list[Outgoing]) -> list[Outgoing]:
+        if len(messages) < 2:
+            return messages  # one message stays as it is
+        return batched(messages, self.sessions_message, self.batch_size, self.batch_bytes)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -197,7 +235,7 @@ class BackupManager(DeltaManager):
             session_id = self._resolve(session_id)
             if session_id in self.store and self._should_own(session_id):
                 out.extend(self._place(session_id, now, None, also_tell=joined))
-        return out
+        return batched(out, self.sessions_message, self.batch_size, self.batch_bytes)
 
     def rebalanced(self) -> None:
         """The node went through every session since the last membership change."""

@@ -17,12 +17,15 @@ __all__ = [
     "ACCESS",
     "DELTA",
     "MAX_IDS",
+    "MISSING",
     "PLACEMENT",
+    "PLACEMENTS",
     "SESSIONS",
     "WANT",
     "check",
     "check_entry",
     "check_packed",
+    "check_placements",
     "check_want",
 ]
 
@@ -51,6 +54,11 @@ SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"
 # encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
 WANT = {"ids": (list, type(None))}
 PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool, "replaces": str}
+# Many placements at once (a rebalance): each element is a PLACEMENT, checked as one.
+PLACEMENTS = {"placements": list}
+# A backup that got a delta or notice for a session it holds no copy of (its full copy was
+# lost to a failed send) asks the sender, which answers if it counts it as a backup.
+MISSING = {"ids": "ids"}
 
 
 def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -65,6 +73,8 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
             ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes) for k, v in value.items())
         elif kind == "keys":
             ok = isinstance(value, list) and all(isinstance(k, str) for k in value)
+        elif kind == "ids":
+            ok = isinstance(value, list) and len(value) <= MAX_IDS and all(isinstance(k, str) for k in value)
         elif kind in ("seconds", "seconds?"):
             ok = (value is None and kind == "seconds?") or _is_seconds(value)
         elif kind == "aliases":
@@ -123,6 +133,11 @@ def _is_stamp(value: Any) -> bool:
         and value[0] >= 0
         and isinstance(value[1], str)
     )
+
+
+def check_placements(payload: Any) -> list[Mapping[str, Any]]:
+    """Validate a ``placements`` batch: every placement in it, before any is applied."""
+    return [check(body, PLACEMENT) for body in check(payload, PLACEMENTS)["placements"]]
 
 
 def check_want(payload: Any) -> Mapping[str, Any]:

@@ -34,7 +34,7 @@ __all__ = ["Replicator"]
 log = logging.getLogger("replisession.replication")
 
 _MODES = {"async": SendMode.ASYNC, "ack": SendMode.ACK, "sync": SendMode.SYNC}
-_KINDS = ("delta", "access", "sessions", "want", "placement")
+_KINDS = ("delta", "access", "sessions", "want", "placement", "placements", "missing")
 _REBALANCE_CHUNK = 256  # sessions re-placed per hold of the store's lock
 _REBALANCE_WINDOW = 4  # chunks sent and not yet acknowledged
 
@@ -209,7 +209,7 @@ class Replicator(ClusterListener):
             with self.store.lock:
                 messages = manager.rebalance(ids[start : start + _REBALANCE_CHUNK], self.clock())
                 window.append([self._send(message, track=False, mode=SendMode.ACK) for message in messages])
-            moved += sum(1 for message in messages if message.kind == "sessions")
+            moved += sum(len(message.payload["sessions"]) for message in messages if message.kind == "sessions")
             if len(window) > _REBALANCE_WINDOW:
                 concurrent.futures.wait(window.pop(0), timeout=self.config.send_timeout)
         for futures in window:
