@@ -99,7 +99,7 @@ class ClusterConfig:
     max_frame_size: int = 16 * MiB
     compress_threshold: int | None = None  # compress frames above this many bytes; None: never
     send_queue_bytes: int = 8 * MiB  # per peer, for async sends
-    async_linger: float = 0.002  # async sends wait this long to share a write with later ones; 0: at once
+    async_linger: float = 0.0  # async sends may wait this long to share a write with later ones
     tls_cert: str | None = None  # mutual TLS: our certificate chain (PEM),
     tls_key: str | None = None  # its private key,
     tls_ca: str | None = None  # and the CA that signed the peers' certificates

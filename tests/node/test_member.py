@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -104,3 +105,30 @@ def test_a_silent_target_times_out_and_a_dead_one_is_gone(pair: tuple[ClusterMem
     eventually(lambda: a.members() == [])
     outcome = a.send("stall", 2, SendMode.SYNC, targets=[b_info]).result(5)
     assert [(m.route, status) for m, status, _ in outcome.failures()] == [("b", DeliveryStatus.GONE)]
+
+
+def test_lingering_async_sends_leave_with_the_next_sync_send_in_order() -> None:
+    seed = free_port()
+    lingering = dataclasses.replace(config("a", seed, seed), async_linger=1.0)  # far longer than the test
+    a = ClusterMember(lingering)
+    b = ClusterMember(config("b", free_port(), seed))
+    a.start()
+    b.start()
+    try:
+        eventually(lambda: [m.route for m in a.members()] == ["b"] and [m.route for m in b.members()] == ["a"])
+        seen: list[Any] = []
+        b.on("note", lambda sender, payload: seen.append(payload))
+        for n in range(3):
+            assert a.send("note", n, SendMode.ASYNC).result(5).ok
+
+        async def queued() -> int:
+            assert a._transport is not None
+            return a._transport.buffered(b.local.id)
+
+        assert a._loop_thread.submit(queued()).result(5) > 0  # held back, not written (1 s linger)
+        assert seen == []
+        assert a.send("note", "sync", SendMode.SYNC).result(5).ok  # takes them along
+        assert seen == [0, 1, 2, "sync"]
+    finally:
+        b.stop()
+        a.stop()

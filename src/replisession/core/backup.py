@@ -182,6 +182,11 @@ class BackupManager(DeltaManager):
         self._missing[session_id] = now
         return [Outgoing("missing", {"ids": [session_id]}, (sender,))]
 
+    def resend(self, member: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """The full copies (and placements) of the sessions whose copy a send to ``member`` did
+        not confirm: sent again by the node's timer, whether or not the session is used again."""
+        return self._resend(member, session_ids, now)
+
     def _resend(self, member: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
         """A member lacks the copy of these sessions: the full copy and the placement again, for
         each one this member owns and places on it (to any other member, nothing: a delta that

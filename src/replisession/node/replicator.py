@@ -59,6 +59,10 @@ class Replicator(ClusterListener):
         # concurrent request's release must still wait for it (parallel XHRs).
         self._in_flight: dict[str, concurrent.futures.Future[SendOutcome]] = {}
         self._rebalances = 0  # a newer rebalance makes an older one stop
+        # BackupManager: full copies whose send failed, per member (member id -> member, ids);
+        # the timer sends them again while that member is still in the cluster.
+        self._unsent: dict[str, tuple[MemberInfo, set[str]]] = {}
+        self._unsent_lock = threading.Lock()
         member.listeners.append(self)
         member.on_bound = self._attach
         for kind in _KINDS:
@@ -81,9 +85,19 @@ class Replicator(ClusterListener):
         if manager is None:
             return
         now = self.clock()
+        with self._unsent_lock:
+            unsent, self._unsent = self._unsent, {}
+        live = {member.id for member in self.member.members()}
+        resent: list[Outgoing] = []
         with self.store.lock:
             manager.tick(now)
             outgoing = manager.retry_transfer(self.member.members(), now)
+            if isinstance(manager, BackupManager):
+                for member, session_ids in unsent.values():
+                    if member.id in live:  # one that left gets its copies from the re-placement
+                        resent.extend(manager.resend(member, session_ids, now))
+            for message in resent:  # acknowledged, so a copy lost again is noted again
+                self._send(message, track=False, mode=SendMode.ACK)
         for message in outgoing:
             self._send(message, track=False)
 
@@ -273,10 +287,29 @@ class Replicator(ClusterListener):
         if mode is None:
             mode = self.mode if message.wait else SendMode.ASYNC
         future = self.member.send(message.kind, message.payload, mode, message.targets)
+        if message.kind == "sessions" and mode is not SendMode.ASYNC and isinstance(self.manager, BackupManager):
+            future.add_done_callback(self._copies_sent(message))
         pending = _pending.get()
         if track and message.wait and pending is not None:
             pending.append(future)
         return future
+
+    def _copies_sent(self, message: Outgoing) -> Callable[[concurrent.futures.Future[SendOutcome]], None]:
+        """A done-callback noting the full copies that did not reach a member, to send again."""
+
+        def done(future: concurrent.futures.Future[SendOutcome]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return  # not sent at all: the member stopped
+            failures = future.result().failures()
+            if not failures:
+                return
+            session_ids = {entry[0] for entry in message.payload["sessions"]}
+            with self._unsent_lock:
+                for member, status, detail in failures:
+                    log.info("full copies to %s not confirmed (%s %s): sent again", member, status.value, detail)
+                    self._unsent.setdefault(member.id, (member, set()))[1].update(session_ids)
+
+        return done
 
 
 def _gc_paused(batches: Iterable[Outgoing]) -> Iterator[Outgoing]:

@@ -1,0 +1,121 @@
+"""The node's part of the BackupManager's redundancy: a full copy whose send was not
+confirmed (a timeout, a lost connection) is sent again by the timer while that member is
+still in the cluster, even if the session is never used again."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from types import MappingProxyType
+from typing import Any
+
+from replisession.cluster_config import ClusterConfig
+from replisession.core.channel import DeliveryStatus, SendOutcome
+from replisession.core.messages import MemberInfo, SendMode
+from replisession.core.store import SessionStore
+from replisession.node.metrics import Metrics
+from replisession.node.replicator import Replicator
+
+A = MemberInfo("a", "127.0.0.1", 4001, "a" * 32)
+B = MemberInfo("b", "127.0.0.1", 4002, "b" * 32)
+
+
+class FakeMember:
+    """What the replicator uses of a ClusterMember; sends are recorded and ended by the test."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Any] = []
+        self.on_bound: Any = None
+        self.handlers: dict[str, Any] = {}
+        self.metrics = Metrics()
+        self.local = A
+        self.live = [B]
+        self.sent: list[tuple[str, Any, SendMode, tuple[MemberInfo, ...], concurrent.futures.Future[SendOutcome]]] = []
+
+    def on(self, kind: str, handler: Any) -> None:
+        self.handlers[kind] = handler
+
+    def members(self) -> list[MemberInfo]:
+        return list(self.live)
+
+    def send(
+        self, kind: str, payload: Any, mode: SendMode, targets: Any = None
+    ) -> concurrent.futures.Future[SendOutcome]:
+        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
+        self.sent.append((kind, payload, mode, tuple(targets or self.live), future))
+        return future
+
+    def copies(self) -> list[tuple[set[str], SendMode, concurrent.futures.Future[SendOutcome]]]:
+        """The full-copy sends so far, as (session ids, mode, future), and forget them all."""
+        found = [({e[0] for e in p["sessions"]}, m, f) for k, p, m, _, f in self.sent if k == "sessions"]
+        self.sent.clear()
+        return found
+
+
+def outcome(status: DeliveryStatus) -> SendOutcome:
+    return SendOutcome(1, MappingProxyType({B.id: (B, status, "")}))
+
+
+def replicator() -> tuple[Replicator, FakeMember, SessionStore]:
+    store = SessionStore(lock=threading.RLock())
+    member = FakeMember()
+    config = ClusterConfig(manager="backup", send_mode="sync", members=(), route="a")
+    node = Replicator(store, member, config, clock=lambda: 100.0)  # type: ignore[arg-type]
+    member.on_bound(A)
+    node.member_joined(B)  # re-places nothing (no session yet), on a thread of its own
+    store.change_sink = node.on_delta
+    member.sent.clear()
+    return node, member, store
+
+
+def new_session(store: SessionStore) -> str:
+    session = store.new_session(100.0)
+    session["cart"] = ["book"]
+    store.release(session, 100.0)
+    assert session.id is not None
+    return session.id
+
+
+def test_a_copy_that_timed_out_is_sent_again_by_the_timer_without_another_request() -> None:
+    node, member, store = replicator()
+    session_id = new_session(store)
+    [(ids, mode, future)] = member.copies()
+    assert ids == {session_id}
+    assert mode is SendMode.SYNC
+    future.set_result(outcome(DeliveryStatus.TIMEOUT))
+
+    node.tick()
+    [(ids, mode, future)] = member.copies()
+    assert ids == {session_id}
+    assert mode is SendMode.ACK
+    future.set_result(outcome(DeliveryStatus.OK))
+    node.tick()  # confirmed now: nothing more
+    assert member.copies() == []
+
+
+def test_a_copy_lost_with_its_connection_is_sent_again_and_again_until_confirmed() -> None:
+    node, member, store = replicator()
+    session_id = new_session(store)
+    [(_, _, future)] = member.copies()
+    future.set_result(outcome(DeliveryStatus.GONE))  # the connection dropped; B is still a member
+    for _ in range(2):
+        node.tick()
+        [(ids, _, future)] = member.copies()
+        assert ids == {session_id}
+        future.set_result(outcome(DeliveryStatus.TIMEOUT))
+
+
+def test_nothing_is_sent_again_to_a_member_that_left_or_for_a_confirmed_copy() -> None:
+    node, member, store = replicator()
+    new_session(store)
+    [(_, _, future)] = member.copies()
+    future.set_result(outcome(DeliveryStatus.OK))
+    node.tick()
+    assert member.copies() == []
+
+    new_session(store)
+    [(_, _, future)] = member.copies()
+    future.set_result(outcome(DeliveryStatus.TIMEOUT))
+    member.live = []  # B left: the re-placement after its departure covers the session
+    node.tick()
+    assert member.copies() == []
