@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .servers import BIN, ROOT, free_port, request, wait_until_serving
+from .servers import BIN, ROOT, free_port, kill_group, request, wait_until_serving
 
 SECRET_KEY = "replication-test-secret-key"
 CLUSTER_SECRET = "replication-test-cluster-secret"
@@ -119,7 +118,8 @@ class Member:
         return self.log.read_text(errors="replace")[-3000:]
 
     def kill(self) -> None:
-        """SIGKILL to the member's process group (a gunicorn master and its worker), reaped.
+        """SIGKILL to the member's process group (a gunicorn master and its worker); every thread
+        of each has exited, its sockets closed, before this returns.
 
         Also the teardown (it works on a SIGSTOPped process too); once done, the group
         id is never signalled again, so a later call cannot reach a reused id.
@@ -127,11 +127,7 @@ class Member:
         if self._killed:
             return
         self._killed = True
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the whole group is gone already
-        self.process.wait(timeout=10)
+        kill_group(self.process)
 
     # -- HTTP ----------------------------------------------------------------------------
 

@@ -50,6 +50,62 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def kill_group(process: subprocess.Popen[bytes], deadline: float = 10.0) -> None:
+    """SIGKILL to the process group that ``process`` leads (it was started in a session of its
+    own), and return only once nothing of the group runs any more.
+
+    The leader is reaped. Its children (a server's workers), orphaned, are reaped by
+    whoever adopts them, maybe never; so they are watched in /proc until every THREAD of
+    theirs has exited. A process whose main thread shows ``Z`` is not gone yet: its other
+    threads may still be exiting (tearing down the memory they share takes milliseconds),
+    and they hold its file table, so its listening socket. Until the last one exits, the
+    kernel completes handshakes on that socket, then resets them: a request sent "after
+    the death" in that window is accepted and dropped without an answer, which a balancer
+    reports as a 502.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+    process.wait(timeout=deadline)  # the leader: waitpid returns once all its threads have exited
+    end = time.monotonic() + deadline
+    while _runs_in_group(process.pid):
+        if time.monotonic() > end:
+            raise TimeoutError(f"pid {process.pid}: a process of its group still runs {deadline}s after SIGKILL")
+        time.sleep(0.01)  # polling interval inside a deadline
+
+
+def _runs_in_group(group: int) -> bool:
+    """Whether a thread of a process of this group has not exited yet (is neither zombie nor dead), from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry / "stat")
+        if fields is None or int(fields[2]) != group:
+            continue  # gone meanwhile, or another group's
+        try:
+            tasks = list((entry / "task").iterdir())
+        except OSError:
+            continue  # gone meanwhile
+        for task in tasks:
+            state = _stat_fields(task / "stat")
+            if state is not None and state[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields after "pid (comm)" of a /proc stat file (state, ppid, pgrp, ...), or None once it is gone.
+
+    comm may hold spaces or parentheses, so the fields start after the last ')'.
+    """
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
 @contextmanager
 def serving(command: list[str], port: int, env: Mapping[str, str], cwd: Path = ROOT) -> Iterator[int]:
     full_env = {**os.environ, **env}

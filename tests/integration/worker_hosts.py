@@ -10,7 +10,6 @@ session, so the host dies whole (master and workers) by its pid.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cluster_helpers import CLUSTER_SECRET, FASTAPI, FLASK, SECRET_KEY, TIMINGS, Example, Response, cookie_of
-from .servers import BIN, ROOT, free_port, request, wait_until_serving
+from .servers import BIN, ROOT, free_port, kill_group, request, wait_until_serving
 
 
 @dataclass(frozen=True)
@@ -115,40 +114,12 @@ class WorkerHost:
         return self.log.read_text(errors="replace")[-3000:]
 
     def kill(self) -> None:
-        """The host dies: SIGKILL to the master and every worker (its process group), all gone before this returns.
-
-        The master is reaped; its workers, orphaned, are reaped by init, so they are waited
-        for until none of the group is alive (a zombie has closed its sockets already).
-        """
+        """The host dies: SIGKILL to the master and every worker (its process group); every
+        thread of each has exited, its sockets closed, before this returns."""
         if self._killed:
             return
         self._killed = True
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-        end = time.monotonic() + 10
-        while _alive_in_group(self.process.pid):
-            if time.monotonic() > end:
-                raise TimeoutError(f"{self!r}: workers still alive 10 s after SIGKILL")
-            time.sleep(0.02)  # polling interval inside a deadline
-
-
-def _alive_in_group(group: int) -> bool:
-    """Whether a process of this group still runs (not a zombie), read from /proc."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+        kill_group(self.process)
 
 
 def wait_until_hosts_replicate(hosts: list[WorkerHost], deadline: float = 20.0) -> None:
