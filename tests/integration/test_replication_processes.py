@@ -146,8 +146,12 @@ NOT_REPLICATED = b"503 Service Unavailable: the session change did not reach eve
 
 
 def write_while_muted(cluster: Cluster, **extra: str) -> tuple[Response, float]:
-    """Two members; node2 SIGSTOPped; the second write of a session through node1: (answer, seconds)."""
-    a, b = cluster.start("node1", "node2", send_timeout="0.5", **extra)
+    """Two members; node2 SIGSTOPped; the second write of a session through node1: (answer, seconds).
+
+    The drop time is long (5 s) so that a loaded machine, which can delay heartbeats past
+    the suite's usual 1 s, cannot make node1 drop node2 before the write (it then waited
+    for nobody and answered in 2 ms, once in a dozen loaded runs)."""
+    a, b = cluster.start("node1", "node2", send_timeout="0.5", drop_time="5", **extra)
     wait_until_joined([a, b])
     cookie = cookie_of(a.call("POST", "/counter"))
     os.kill(b.process.pid, signal.SIGSTOP)  # alive to the kernel (its connections stay open), mute to the cluster
