@@ -142,6 +142,7 @@ def test_the_demo_serves_until_ctrl_c_then_stops_everything() -> None:
     stopped = re.search(r"^Stopped (.*)\.$", output, re.MULTILINE)
     assert stopped is not None, output
     assert stopped.group(1).count("pid") == 3, output
+    assert "was killed" not in output, output  # every member left gracefully on SIGTERM
 
 
 def test_the_demo_refuses_what_it_cannot_do_before_starting_anything() -> None:

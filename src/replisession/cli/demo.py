@@ -129,7 +129,12 @@ def _demo(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
                 stop_balancer()
-                stopped = cluster.stop()
+                stopped, killed = cluster.stop()
+                for member in killed:
+                    say(
+                        f"{member.route} (pid {member.pid}) did not leave within 10 s of SIGTERM and was killed; "
+                        f"the end of its log:\n{member.log_tail()}"
+                    )
                 if stopped:
                     say("Stopped " + ", ".join(f"{m.route} (pid {m.pid})" for m in stopped) + ".")
             finally:

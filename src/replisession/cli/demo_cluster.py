@@ -11,6 +11,7 @@ deploy, with no second copy to drift from it. An installed wheel has no examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -133,6 +134,27 @@ class DemoMember:
         """SIGTERM (the member leaves gracefully), SIGKILL if it takes too long; reaped either way."""
         self.signal(signal.SIGTERM)
 
+    def send(self, sig: signal.Signals) -> None:
+        """Signal its process group, without waiting."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    def wait(self, timeout: float) -> bool:
+        """True once it exited (reaped), False if it still runs after ``timeout`` seconds."""
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def log_tail(self, lines: int = 15) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def signal(self, sig: signal.Signals, grace: float = 10.0) -> None:
         process = self.process
         if process is None or process.returncode is not None:
@@ -201,12 +223,18 @@ class DemoCluster:
         for member in self.members:
             member.start()
 
-    def stop(self) -> list[DemoMember]:
-        """Stop every member still running (by its pid); returns those it stopped."""
-        stopped = [member for member in self.members if member.alive]
-        for member in stopped:
-            member.stop()
-        return stopped
+    def stop(self, grace: float = 10.0) -> tuple[list[DemoMember], list[DemoMember]]:
+        """Stop every member still running, by its pid: SIGTERM to all at once (each leaves
+        gracefully), then SIGKILL to any still running ``grace`` seconds later. Returns the
+        members it stopped and, among them, those it had to kill."""
+        running = [member for member in self.members if member.alive]
+        for member in running:
+            member.send(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        killed = [member for member in running if not member.wait(max(0.0, deadline - time.monotonic()))]
+        for member in killed:
+            member.kill()
+        return running, killed
 
     def wait_formed(self, members: Sequence[DemoMember] | None = None, deadline: float = 30.0) -> float:
         """Wait until each of ``members`` serves its metrics and sees every other live member alive;
