@@ -58,6 +58,7 @@ class Replicator(ClusterListener):
         # The last delta sent per session: a request whose own write went out with a
         # concurrent request's release must still wait for it (parallel XHRs).
         self._in_flight: dict[str, concurrent.futures.Future[SendOutcome]] = {}
+        self._in_flight_lock = threading.Lock()
         self._rebalances = 0  # a newer rebalance makes an older one stop
         # BackupManager: full copies whose send failed, per member (member id -> member, ids);
         # the timer sends them again while that member is still in the cluster.
@@ -115,13 +116,19 @@ class Replicator(ClusterListener):
         with self.store.lock:  # sent in the order decided: a rebalance sends under this lock too
             for message in manager.replicate_all(delta, self.clock()):
                 future = self._send(message)
-        if delta.destroyed or future is None:
-            self._in_flight.pop(delta.session_id, None)
-        else:
-            self._in_flight[delta.session_id] = future
-            if len(self._in_flight) > 4096:  # completed ones only matter while in flight
-                for session_id in [i for i, f in self._in_flight.items() if f.done()]:
+        session_id = delta.session_id
+        with self._in_flight_lock:
+            if delta.destroyed or future is None:
+                self._in_flight.pop(session_id, None)
+                return
+            self._in_flight[session_id] = future
+
+        def landed(done: concurrent.futures.Future[SendOutcome]) -> None:  # only in flight matters
+            with self._in_flight_lock:
+                if self._in_flight.get(session_id) is done:
                     del self._in_flight[session_id]
+
+        future.add_done_callback(landed)
 
     def accessed(self, session: Session) -> None:
         """A request ended without a delta of its own: a throttled notice, and its
@@ -129,7 +136,8 @@ class Replicator(ClusterListener):
         manager = self.manager
         if manager is None or session.id is None:
             return
-        in_flight = self._in_flight.get(session.id)
+        with self._in_flight_lock:
+            in_flight = self._in_flight.get(session.id)
         pending = _pending.get()
         if in_flight is not None and not in_flight.done() and pending is not None and session.modified:
             pending.append(in_flight)
