@@ -1,7 +1,9 @@
 """A cluster member: the membership and channel state machines wired to the network.
 
-Everything here runs on the member's own event-loop thread (:class:`LoopThread`).
-Other threads call :meth:`ClusterMember.send` (thread-safe; returns a
+Everything here runs on the member's event loop (:class:`LoopThread`): the ASGI server's
+own loop when started from a lifespan (:meth:`ClusterMember.start_hosted`), otherwise a
+loop on a thread of its own. "The member thread" below is whichever thread runs that
+loop. Other threads call :meth:`ClusterMember.send` (thread-safe; returns a
 ``concurrent.futures.Future``) and register handlers; handlers and listeners are
 called on the member thread. This module holds no protocol logic: it moves
 effects from ``core`` to ``net`` and events from ``net`` to ``core``.

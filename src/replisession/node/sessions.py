@@ -3,9 +3,9 @@
 It owns the store, the timer that sweeps expired sessions, the lock that makes
 store operations safe for threaded WSGI servers, and, when the cluster
 configuration enables it (seeds or multicast), the :class:`ClusterMember`. The
-timer runs on a daemon thread and the member on its own event-loop thread, so
-both work the same under ASGI servers (with or without a lifespan), threaded
-WSGI servers and tests.
+timer runs on a daemon thread. The member runs on the ASGI server's loop when a
+lifespan starts it (:meth:`Node.start_async`), and on an event-loop thread of its
+own otherwise (threaded WSGI servers, ASGI without a lifespan, tests).
 """
 
 from __future__ import annotations
