@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replisession.cli import demo_cluster
+
 __all__ = [
     "BENCH_DIR",
     "HOST",
@@ -127,9 +129,10 @@ def run_wrk(wrk: str, port: int, cookie: str | None, connections: int, seconds: 
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A free port outside the kernel's range for outgoing connections: one drawn by bind(0)
+    was once taken by a member's outgoing connection before the server bound it (a variant
+    then answered 404 from someone else's server)."""
+    return demo_cluster.free_port(HOST)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -15,14 +15,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from replisession.cli import demo_cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port outside the kernel's range for outgoing connections (see candidate_ports)."""
+    return demo_cluster.free_port(host)
 
 
 def wait_until_serving(

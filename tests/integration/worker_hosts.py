@@ -10,11 +10,12 @@ session, so the host dies whole (master and workers) by its pid.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from replisession.cli.demo_cluster import candidate_ports, port_is_free
 
 from .cluster_helpers import CLUSTER_SECRET, FASTAPI, FLASK, SECRET_KEY, TIMINGS, Example, Response, cookie_of
 from .servers import BIN, ROOT, free_port, kill_group, request, wait_until_serving
@@ -45,21 +46,11 @@ GUNICORN = Server("gunicorn", FLASK)
 
 def free_port_range(hosts: list[str], count: int) -> tuple[int, int]:
     """``count`` consecutive ports free on every one of ``hosts`` (the same numbers on each)."""
-    for _ in range(100):
-        first = free_port(hosts[0])
+    for first in candidate_ports(count):
         ports = range(first, first + count)
-        if ports[-1] <= 65535 and all(_bindable(host, port) for host in hosts for port in ports):
+        if all(port_is_free(host, port) for host in hosts for port in ports):
             return first, ports[-1]
     raise RuntimeError(f"no {count} consecutive free ports on {hosts}")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class WorkerHost:
@@ -143,9 +134,10 @@ def wait_until_hosts_replicate(hosts: list[WorkerHost], deadline: float = 20.0) 
             readers: set[int] = set()
             while len(writers) < writer.workers or len(readers) < reader.workers:
                 if time.monotonic() > end:
+                    logs = "\n".join(f"--- {host!r} log:\n{host.log_tail()}" for host in hosts)
                     raise AssertionError(
                         f"{reader!r} did not serve {writer!r}'s writes from every worker within {deadline}s "
-                        f"(writers {sorted(writers)}, readers {sorted(readers)})"
+                        f"(writers {sorted(writers)}, readers {sorted(readers)})\n{logs}"
                     )
                 wrote = writer.call("POST", "/counter", cookie).json()
                 read = reader.call("GET", "/api/state", f"{value}.{reader.route}").json()

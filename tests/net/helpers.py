@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from replisession.cli.demo_cluster import candidate_ports
 from replisession.cluster_config import ClusterConfig
 from replisession.net.tcp import TcpTransport
 from replisession.wire.messages import Heartbeat, MemberInfo, Message
@@ -35,12 +36,7 @@ def config(**overrides: Any) -> ClusterConfig:
 
 def free_port_range(size: int) -> tuple[int, int]:
     """``size`` consecutive ports on 127.0.0.1 that were free a moment ago."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            first = probe.getsockname()[1]
-        if first + size > 65535:
-            continue
+    for first in candidate_ports(size):  # outside the range outgoing connections take ports from
         held: list[socket.socket] = []
         try:
             for port in range(first, first + size):

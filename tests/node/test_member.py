@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,15 +11,14 @@ from typing import Any
 import pytest
 
 from replisession import ClusterConfig
+from replisession.cli import demo_cluster
 from replisession.core.channel import DeliveryStatus
 from replisession.core.messages import MemberInfo, SendMode
 from replisession.node import ClusterMember
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return demo_cluster.free_port()
 
 
 def config(route: str, port: int, seed_port: int) -> ClusterConfig:

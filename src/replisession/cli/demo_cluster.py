@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -27,7 +28,16 @@ from typing import Any
 from .devbalancer import Backend
 from .status import StatusError, fetch_report
 
-__all__ = ["DemoCluster", "DemoError", "DemoMember", "example_app_dir", "free_port", "port_is_free"]
+__all__ = [
+    "DemoCluster",
+    "DemoError",
+    "DemoMember",
+    "candidate_ports",
+    "example_app_dir",
+    "free_port",
+    "free_port_range",
+    "port_is_free",
+]
 
 METRICS_PATH = "/replisession/metrics"
 #: Short failure detection, so a killed member is noticed well within a demo step.
@@ -71,14 +81,37 @@ def example_app_dir(given: str | None = None) -> Path:
     return folder
 
 
+def _outgoing_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def candidate_ports(count: int = 1) -> list[int]:
+    """First ports of ``count`` consecutive ones to try, in random order, outside the range the
+    kernel gives outgoing connections: a port found free there cannot be taken, before our
+    server binds it, by a connection a running member opens (asking the kernel for a free port
+    with bind(0) draws from that very range, and lost that race under load)."""
+    low, high = _outgoing_ports()
+    pools = [(20000, low - 1), (high + 1, 65535)]
+    ports = [port for first, last in pools for port in range(first, last - count + 2)]
+    return random.sample(ports, min(len(ports), 200))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    for port in candidate_ports():
+        if port_is_free(host, port):
+            return port
+    with socket.socket() as sock:  # no room outside the kernel's range: any free port
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no obstacle
         try:
             sock.bind((host, port))
@@ -87,11 +120,10 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 50) -> tuple[int, int]:
+def free_port_range(count: int, host: str = "127.0.0.1") -> tuple[int, int]:
     """``count`` consecutive free ports, for the members' shared listen range (autoBind)."""
-    for _ in range(attempts):
-        first = free_port(host)
-        if first + count - 1 <= 65535 and all(port_is_free(host, first + i) for i in range(count)):
+    for first in candidate_ports(count):
+        if all(port_is_free(host, first + i) for i in range(count)):
             return first, first + count - 1
     raise DemoError(f"found no {count} consecutive free ports on {host}")
 
