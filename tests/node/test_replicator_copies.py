@@ -119,3 +119,18 @@ def test_nothing_is_sent_again_to_a_member_that_left_or_for_a_confirmed_copy() -
     member.live = []  # B left: the re-placement after its departure covers the session
     node.tick()
     assert member.copies() == []
+
+
+def test_a_placement_that_was_not_confirmed_is_sent_again_with_its_copy() -> None:
+    node, member, store = replicator()
+    session_id = new_session(store)
+    sent = {kind: future for kind, _, _, _, future in member.sent}
+    assert set(sent) == {"sessions", "placement"}
+    sent["sessions"].set_result(outcome(DeliveryStatus.OK))
+    sent["placement"].set_result(outcome(DeliveryStatus.TIMEOUT))  # the copy landed, its placement did not
+    member.sent.clear()
+    node.tick()
+    again = [(kind, payload) for kind, payload, _, _, _ in member.sent]
+    assert [kind for kind, _ in again] == ["sessions", "placements"]  # the copy first, then where it lives
+    assert {entry[0] for entry in again[0][1]["sessions"]} == {session_id}
+    assert [body["id"] for body in again[1][1]["placements"]] == [session_id]

@@ -35,6 +35,7 @@ log = logging.getLogger("replisession.replication")
 
 _MODES = {"async": SendMode.ASYNC, "ack": SendMode.ACK, "sync": SendMode.SYNC}
 _KINDS = ("delta", "access", "sessions", "want", "placement", "placements", "missing")
+_PLACING = ("sessions", "placement", "placements")  # a BackupManager's copies and placements
 _REBALANCE_CHUNK = 256  # sessions re-placed per hold of the store's lock
 _REBALANCE_WINDOW = 4  # chunks sent and not yet acknowledged
 
@@ -295,7 +296,7 @@ class Replicator(ClusterListener):
         if mode is None:
             mode = self.mode if message.wait else SendMode.ASYNC
         future = self.member.send(message.kind, message.payload, mode, message.targets)
-        if message.kind == "sessions" and mode is not SendMode.ASYNC and isinstance(self.manager, BackupManager):
+        if message.kind in _PLACING and mode is not SendMode.ASYNC and isinstance(self.manager, BackupManager):
             future.add_done_callback(self._copies_sent(message))
         pending = _pending.get()
         if track and message.wait and pending is not None:
@@ -303,7 +304,8 @@ class Replicator(ClusterListener):
         return future
 
     def _copies_sent(self, message: Outgoing) -> Callable[[concurrent.futures.Future[SendOutcome]], None]:
-        """A done-callback noting the full copies that did not reach a member, to send again."""
+        """A done-callback noting the full copies (or placements) that did not reach a member:
+        the timer sends that member the copy and the placement again."""
 
         def done(future: concurrent.futures.Future[SendOutcome]) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -311,13 +313,22 @@ class Replicator(ClusterListener):
             failures = future.result().failures()
             if not failures:
                 return
-            session_ids = {entry[0] for entry in message.payload["sessions"]}
+            session_ids = _placed_ids(message)
             with self._unsent_lock:
                 for member, status, detail in failures:
-                    log.info("full copies to %s not confirmed (%s %s): sent again", member, status.value, detail)
+                    log.info("%s to %s not confirmed (%s %s): sent again", message.kind, member, status.value, detail)
                     self._unsent.setdefault(member.id, (member, set()))[1].update(session_ids)
 
         return done
+
+
+def _placed_ids(message: Outgoing) -> set[str]:
+    """The sessions a copy or placement message is about (built here, so well formed)."""
+    if message.kind == "sessions":
+        return {entry[0] for entry in message.payload["sessions"]}
+    if message.kind == "placement":
+        return {message.payload["id"]}
+    return {body["id"] for body in message.payload["placements"]}
 
 
 def _gc_paused(batches: Iterable[Outgoing]) -> Iterator[Outgoing]:
