@@ -16,10 +16,14 @@ from replisession.cluster_config import ClusterConfig
 from replisession.core.messages import MemberInfo
 from replisession.node import ClusterListener, ClusterMember
 
+_OUTPUT = threading.Lock()  # the main thread and the member thread both emit: whole lines only
+
 
 def emit(event: str, member: MemberInfo, **extra: str) -> None:
     line = {"event": event, "route": member.route, "port": member.port, "incarnation": member.incarnation, **extra}
-    print(json.dumps(line), flush=True)
+    with _OUTPUT:
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
 
 
 class Printer(ClusterListener):

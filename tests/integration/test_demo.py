@@ -129,7 +129,13 @@ def test_the_demo_serves_until_ctrl_c_then_stops_everything() -> None:
         assert status == 200
         assert b'"route":"node' in body
         process.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
-        assert process.wait(30) == 0
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            while not lines.empty():
+                process.printed.append(lines.get() or "")  # type: ignore[attr-defined]
+            raise AssertionError("the demo did not stop within 30 s:\n" + "".join(process.printed)) from None  # type: ignore[attr-defined]
+        assert process.returncode == 0
         while (line := lines.get(timeout=10)) is not None:
             process.printed.append(line)  # type: ignore[attr-defined]
         reader.join(10)
