@@ -35,6 +35,9 @@ def demo(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.P
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        # As a background job of a non-interactive shell starts it (SIGINT ignored): the
+        # demo must still stop on Ctrl-C. This is how CI once saw it not stop at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     process.printed = []  # type: ignore[attr-defined]
     try:

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background job
+    # of a non-interactive shell, a CI runner): Python would then leave it ignored.
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _demo(args, _say)
     except DemoError as exc:
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _say(text: str) -> None:
