@@ -44,7 +44,11 @@ class Member:
         os.set_blocking(self.process.stdout.fileno(), False)
         self._buffer = b""
         self.events: list[dict[str, Any]] = []
-        self.started = self.wait_for(lambda e: e["event"] == "started")
+        try:
+            self.started = self.wait_for(lambda e: e["event"] == "started")
+        except BaseException:  # not yet in the fixture's list: stopped here, not leaked
+            self.stop(signal.SIGKILL)
+            raise
 
     def _read(self, timeout: float) -> None:
         assert self.process.stdout is not None
