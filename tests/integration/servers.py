@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +24,15 @@ BIN = Path(sys.executable).parent
 def free_port(host: str = "127.0.0.1") -> int:
     """A free port outside the kernel's range for outgoing connections (see candidate_ports)."""
     return demo_cluster.free_port(host)
+
+
+def eventually(condition: Callable[[], bool], deadline: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)  # polling inside a deadline
 
 
 def wait_until_serving(

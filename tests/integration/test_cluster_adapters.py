@@ -21,7 +21,7 @@ from replisession import ConfigError, SessionMiddleware
 from replisession.flask import ReplicatedSession
 from replisession.wsgi import SessionMiddleware as WSGIMiddleware
 
-from .servers import free_port
+from .servers import eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,6 @@ async def hit(request: Request) -> PlainTextResponse:
 
 def asgi_app() -> Starlette:
     return Starlette(routes=[Route("/", hit)])
-
-
-def eventually(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)  # polling inside a deadline
 
 
 def routes(middleware: Any) -> set[str]:
@@ -75,14 +67,20 @@ def stoppers() -> Iterator[list[Callable[[], None]]]:
         stop()
 
 
+def two_apps(cluster_env: Any, stoppers: list[Callable[[], None]], **extra: str) -> tuple[Any, Any]:
+    """node1 (the seed) and node2, neither started; both stopped after the test."""
+    cluster_env("node1", port=cluster_env.seed_port, **extra)
+    first = SessionMiddleware(asgi_app(), secret_key=SECRET)
+    cluster_env("node2", **extra)
+    second = SessionMiddleware(asgi_app(), secret_key=SECRET)
+    stoppers.extend([first.node.stop, second.node.stop])
+    return first, second
+
+
 def test_asgi_apps_join_by_environment_and_leave_with_the_lifespan(
     cluster_env: Any, stoppers: list[Callable[[], None]]
 ) -> None:
-    cluster_env("node1", port=cluster_env.seed_port)
-    first = SessionMiddleware(asgi_app(), secret_key=SECRET)
-    cluster_env("node2")
-    second = SessionMiddleware(asgi_app(), secret_key=SECRET)
-    stoppers.extend([first.node.stop, second.node.stop])
+    first, second = two_apps(cluster_env, stoppers)
 
     # No lifespan: the first request starts the member.
     assert TestClient(first).get("/").text == "1"
@@ -151,11 +149,7 @@ def test_a_public_listen_address_needs_a_cluster_secret(monkeypatch: pytest.Monk
 
 
 def pair(cluster_env: Any, stoppers: list[Callable[[], None]], **extra: str) -> tuple[Any, Any]:
-    cluster_env("node1", port=cluster_env.seed_port, **extra)
-    first = SessionMiddleware(asgi_app(), secret_key=SECRET)
-    cluster_env("node2", **extra)
-    second = SessionMiddleware(asgi_app(), secret_key=SECRET)
-    stoppers.extend([first.node.stop, second.node.stop])
+    first, second = two_apps(cluster_env, stoppers, **extra)
     first.node.start()
     second.node.start()
     eventually(lambda: routes(first) == {"node2"} and routes(second) == {"node1"})
@@ -199,11 +193,7 @@ def test_a_member_that_does_not_answer_in_time(
 def test_under_a_lifespan_the_member_runs_on_the_servers_loop_and_sync_mode_still_waits(
     cluster_env: Any, stoppers: list[Callable[[], None]]
 ) -> None:
-    cluster_env("node1", port=cluster_env.seed_port)
-    first = SessionMiddleware(asgi_app(), secret_key=SECRET)
-    cluster_env("node2")
-    second = SessionMiddleware(asgi_app(), secret_key=SECRET)
-    stoppers.extend([first.node.stop, second.node.stop])
+    first, second = two_apps(cluster_env, stoppers)
     with TestClient(first) as one, TestClient(second) as two:
         for middleware in (first, second):
             assert middleware.node.member.hosted  # no thread of its own: the lifespan's loop

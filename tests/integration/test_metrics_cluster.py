@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from replisession.cluster_config import Seed
 from replisession.core.channel import DeliveryStatus
 from replisession.core.messages import MemberInfo, SendMode
 
-from .servers import free_port
+from .servers import eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +36,6 @@ async def write(request: Request) -> PlainTextResponse:
 
 async def read(request: Request) -> PlainTextResponse:
     return PlainTextResponse(str(request.session.get("hits")))
-
-
-def eventually(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)  # polling inside a deadline
 
 
 def member(route: str, port: int, seed: int) -> SessionMiddleware:

@@ -160,11 +160,8 @@ class DemoMember:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would be, and reap it."""
-        self.signal(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM (the member leaves gracefully), SIGKILL if it takes too long; reaped either way."""
-        self.signal(signal.SIGTERM)
+        self.send(signal.SIGKILL)
+        self.wait(10.0)
 
     def send(self, sig: signal.Signals) -> None:
         """Signal its process group, without waiting."""
@@ -186,19 +183,6 @@ class DemoMember:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def signal(self, sig: signal.Signals, grace: float = 10.0) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)  # its own session: the group is this process (and any child)
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=grace)
-        except ProcessLookupError:
-            process.wait(timeout=grace)
 
     def log_lines(self, *needles: str) -> list[str]:
         if not self.log.exists():

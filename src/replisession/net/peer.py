@@ -156,19 +156,15 @@ class PeerProtocol(asyncio.Protocol):
         self._pending_bytes += len(data)
         if self._pending_bytes >= self._send_queue_bytes:
             self.flush()  # large: at once, so the transport's flow control sees it
-        elif linger <= 0:
-            if self._flush is None or isinstance(self._flush, asyncio.TimerHandle):
-                if self._flush is not None:
-                    self._flush.cancel()
-                self._flush = asyncio.get_running_loop().call_soon(self.flush)
-        elif self._flush is None:
+        elif linger <= 0 and (self._flush is None or isinstance(self._flush, asyncio.TimerHandle)):
+            self._cancel_flush()  # a lingering flush is brought forward to the end of this turn
+            self._flush = asyncio.get_running_loop().call_soon(self.flush)
+        elif linger > 0 and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(linger, self.flush)
 
     def flush(self) -> None:
         """Write what is queued now."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        self._cancel_flush()
         if self._pending and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._pending) if len(self._pending) > 1 else self._pending[0])
         self._pending.clear()
@@ -202,11 +198,14 @@ class PeerProtocol(asyncio.Protocol):
         self.transport.close()
 
     def _drop_pending(self) -> None:
+        self._cancel_flush()
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def _cancel_flush(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        self._pending.clear()
-        self._pending_bytes = 0
 
     def close_now(self) -> None:
         if self.transport is not None and not self.lost.done():

@@ -89,11 +89,12 @@ class Replicator(ClusterListener):
         now = self.clock()
         with self._unsent_lock:
             unsent, self._unsent = self._unsent, {}
-        live = {member.id for member in self.member.members()}
+        members = self.member.members()
+        live = {member.id for member in members}
         resent: list[Outgoing] = []
         with self.store.lock:
             manager.tick(now)
-            outgoing = manager.retry_transfer(self.member.members(), now)
+            outgoing = manager.retry_transfer(members, now)
             if isinstance(manager, BackupManager):
                 for member, session_ids in unsent.values():
                     if member.id in live:  # one that left gets its copies from the re-placement

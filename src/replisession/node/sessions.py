@@ -117,11 +117,8 @@ class Node:
     async def stop_async(self) -> None:
         """Leave the cluster from a coroutine on the server's loop (an ASGI lifespan's shutdown)."""
         if self.member is not None and self.member.hosted:
-            atexit.unregister(self.stop)
-            if not self._delta_listeners:
-                self.store.change_sink = None
             await self.member.stop_hosted()
-        self.stop()
+        self.stop()  # the rest of stopping (the member has left: its stop() returns at once)
 
     def stop(self) -> None:
         """Leave the cluster gracefully and stop the timer."""
