@@ -53,5 +53,3 @@ def test_dependencies_point_one_way(layer: str) -> None:
     allowed = set(LAYERS[: LAYERS.index(layer) + 1]) | ANYWHERE
     for path in sorted((PACKAGE / layer).rglob("*.py")):
         assert _imported_packages(path) <= allowed, path
-
-

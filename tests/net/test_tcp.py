@@ -140,7 +140,7 @@ async def test_dial_to_nobody_fails_unrefused() -> None:
         await a.recorder.wait_for(lambda: bool(a.recorder.events))
         [(address, refused, reason)] = a.recorder.of("dial_failed")
         assert (address, refused) == ((HOST, port), False)
-        assert reason == f"[Errno {errno.ECONNREFUSED}] Connect call failed ('{HOST}', {port})"
+        assert reason.startswith(f"[Errno {errno.ECONNREFUSED}] ")  # the rest of the text is the loop's
         a.transport.dial((HOST, port))  # over: may be dialled again
         await a.recorder.wait_for(lambda: len(a.recorder.events) == 2)
 

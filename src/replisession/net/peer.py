@@ -79,6 +79,7 @@ class PeerProtocol(asyncio.Protocol):
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flush: asyncio.Handle | None = None
+        self._lingering = False  # _flush is a call_later (uvloop's timer handles are no asyncio.TimerHandle)
 
     @property
     def initiator(self) -> bool:
@@ -156,11 +157,12 @@ class PeerProtocol(asyncio.Protocol):
         self._pending_bytes += len(data)
         if self._pending_bytes >= self._send_queue_bytes:
             self.flush()  # large: at once, so the transport's flow control sees it
-        elif linger <= 0 and (self._flush is None or isinstance(self._flush, asyncio.TimerHandle)):
+        elif linger <= 0 and (self._flush is None or self._lingering):
             self._cancel_flush()  # a lingering flush is brought forward to the end of this turn
             self._flush = asyncio.get_running_loop().call_soon(self.flush)
         elif linger > 0 and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(linger, self.flush)
+            self._lingering = True
 
     def flush(self) -> None:
         """Write what is queued now."""
@@ -206,6 +208,7 @@ class PeerProtocol(asyncio.Protocol):
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
+            self._lingering = False
 
     def close_now(self) -> None:
         if self.transport is not None and not self.lost.done():

@@ -28,6 +28,7 @@ from ..wire.auth import derive_cluster_key
 from ..wire.connection import PeerConnection
 from ..wire.messages import MemberInfo, Message
 from . import tls
+from .listen import bind_address, claim
 from .peer import PeerProtocol, resolve
 
 __all__ = ["HANDSHAKE_TIMEOUT", "TcpTransport", "TransportListener"]
@@ -123,25 +124,26 @@ class TcpTransport:
         host = config.listen_host
         advertised = await self._advertised_host(host)
         first, last = config.listen_ports
+        try:
+            family, address = await bind_address(host)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {_format(host, first)}: {exc}") from exc
         loop = asyncio.get_running_loop()
         for port in range(first, last + 1):
             try:
-                server = await loop.create_server(
-                    lambda: self._new_protocol(None),
-                    # None: every interface of both families; asyncio would bind "::" to IPv6 only,
-                    # which the IPv4 address we advertise could not reach.
-                    None if host in ("", "::") else host,
-                    port,
-                    ssl=self._server_ssl,
-                    ssl_handshake_timeout=self.handshake_timeout if self._server_ssl is not None else None,
-                    reuse_address=True,
-                    start_serving=False,  # not before self._local is set: connections need it
-                )
+                sock = claim(family, address, port)  # bound and listening: see listen.py
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     continue
                 raise TransportError(f"cannot listen on {_format(host, port)}: {exc}") from exc
-            bound = server.sockets[0].getsockname()[1]
+            server = await loop.create_server(
+                lambda: self._new_protocol(None),
+                sock=sock,
+                ssl=self._server_ssl,
+                ssl_handshake_timeout=self.handshake_timeout if self._server_ssl is not None else None,
+                start_serving=False,  # not before self._local is set: connections need it (the kernel queues them)
+            )
+            bound = sock.getsockname()[1]
             try:
                 self._local = MemberInfo(config.route, advertised, bound, self._incarnation)
             except RemoteProtocolError as exc:
