@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replisession.core.backup import place
+from replisession.core.session import Session
 
 from .backup_sim import NOW, Cluster, assert_placed, member, put
 
@@ -290,3 +292,42 @@ def test_a_backup_that_lost_its_copy_in_flight_gets_it_again_when_it_rejoins() -
     cluster.rebalance()
     cluster.request(a, session_id, put(n=2))
     assert_placed(cluster, {session_id: {"n": 2}})
+
+
+# -- concurrent rotations ----------------------------------------------------------------------
+
+
+def login(**values: Any) -> Callable[[Session], None]:
+    def action(session: Session) -> None:
+        session.rotate_id()
+        session.update(values)
+
+    return action
+
+
+@pytest.mark.parametrize("second_first", [False, True], ids=["first_first", "second_first"])
+@pytest.mark.parametrize("primary", [0, -1], ids=["primary_loses", "primary_wins"])  # equal counters: member ids
+@pytest.mark.parametrize(("size", "backups"), [(3, 2), (4, 1), (5, 2)])
+def test_two_members_that_rotate_one_session_concurrently_leave_one_id_placed(
+    size: int, backups: int, primary: int, second_first: bool
+) -> None:
+    cluster = Cluster(size, backups=backups)
+    first = list(cluster.members.values())[primary]
+    old = cluster.request(first, None, put(n=1))
+    assert old is not None
+    holder = next(r for r in cluster.members.values() if r is not first and old in r.store)
+    # Two requests with the same cookie, on the primary and on a backup, before either hears of the other.
+    from_first = first.request(old, login(a=1), cluster.now)
+    from_holder = holder.request(old, login(b=2), cluster.now)
+    ids = {from_first.session_id, from_holder.session_id}
+    assert len(ids) == 2
+    assert None not in ids
+    sends = [(first, from_first.messages), (holder, from_holder.messages)]
+    for sender, messages in reversed(sends) if second_first else sends:
+        cluster.deliver(sender, messages)
+    stamps = {m.payload["id"]: m.payload["stamp"] for _, messages in sends for m in messages if m.kind == "delta"}
+    assert set(stamps) == ids
+    assert len({counter for counter, _ in stamps.values()}) == 1
+    winner = max(ids, key=lambda i: stamps[i])  # type: ignore[arg-type]
+    assert (winner == from_first.session_id) == (primary == -1)
+    assert_placed(cluster, {winner: {"n": 1, "a": 1, "b": 2}})
