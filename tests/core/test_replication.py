@@ -893,6 +893,19 @@ def test_a_joiner_resolves_the_ids_of_a_family_as_the_members_it_got_them_from()
     assert a.sessions() == b.sessions() == LOSING_BRANCH_MERGED
 
 
+def test_a_fetch_for_a_losing_id_brings_its_family_so_the_asker_serves_the_session() -> None:
+    a, b, _, rotations = losing_branch_rotated_again()
+    for sender, messages in rotations:
+        deliver(sender, messages, *[r for r in (a, b) if r is not sender])
+    (j,) = replicas(member("j", 9))  # it never heard of s1's rotations: a cookie with s4 arrives
+    (reply,) = a.manager.receive(j.info, "want", {"ids": ["s4"]}, 4.0)
+    assert [entry[0] for entry in reply.payload["sessions"]] == ["s3"]
+    deliver(a, [reply], j)
+    done = j.request("s4", read("k"), 5.0)
+    assert (done.loaded, done.session_id, j.sessions()) == ("s3", "s3", LOSING_BRANCH_MERGED)
+    assert j.request("s2", read("k"), 5.0).loaded is None  # rotated away on a: nothing
+
+
 def test_a_transfer_carries_every_rotation_edge_with_its_stamp() -> None:
     *_, c, rotations = losing_branch_rotated_again()
     for sender, messages in rotations:

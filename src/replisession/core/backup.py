@@ -80,6 +80,8 @@ class BackupManager(DeltaManager):
         # Messages a fold produced, deep in applying something (see _fold): sent with its replies.
         self._relay: list[Outgoing] = []
         self._relaying = False  # applying the edges a losing id's owner relayed (see _fold)
+        # Copies merged from a losing id's backup, waiting for the winner's placement: id -> since when.
+        self._unplaced: dict[str, float] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -110,6 +112,12 @@ class BackupManager(DeltaManager):
         super().tick(now)
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
+        for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
+            del self._unplaced[session_id]
+            session = self.store.live(session_id)
+            if session_id not in self._placed and (session is None or not session._holders):
+                self._meta.pop(session_id, None)
+                self.store.drop(session_id)  # not an end: the winner's holders keep the session
 
     def owner_of(self, session_id: str) -> str | None:
         placed = self._placed.get(session_id)
@@ -197,24 +205,21 @@ class BackupManager(DeltaManager):
         ``previous``): its placement follows. Lost a concurrent rotation: the winner's primary
         places the session, and this member's placement of the losing id is void. Its owner
         tells the backups it chose for the losing id which id won (they know nothing of the
-        winner's rotation); such a backup drops its copy, already merged into the winner's by
-        the owner's rotation delta, unless it is a holder of the winning id too."""
+        winner's rotation). Such a backup keeps the merged copy until the winner's placement
+        arrives, which says whether it is a holder; if none comes (the winner's primary never
+        heard of it), ``tick`` drops the copy: the losing owner's rotation delta took what it
+        held to the winner."""
         placed = self._placed.pop(previous, None)
         super()._fold(previous, new_id, now)
-        if placed is None:
-            return
-        if self._rotations.descends(new_id, previous):
+        if placed is not None and self._rotations.descends(new_id, previous):
             self._placed.setdefault(new_id, placed)
-        elif placed.owner == self.local.id:
+        elif placed is not None and placed.owner == self.local.id:
             holders = self._live(placed.holders)
             if holders:
                 edges = self._rotations.family(new_id)
                 self._relay.append(Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, holders))
         elif self._relaying and new_id not in self._placed:
-            session = self.store.live(new_id)
-            if session is None or not session._holders:
-                self._meta.pop(new_id, None)
-                self.store.drop(new_id)  # not an end: the winner's holders keep the session
+            self._unplaced.setdefault(new_id, now)
 
     def _lost(self, session_id: str) -> bool:
         """``session_id`` lost a concurrent rotation here: its family's id is on another branch.
@@ -385,6 +390,7 @@ class BackupManager(DeltaManager):
         session_id = self._resolve(body["id"])
         if session_id in self._tombstones or self._lost(body["id"]):
             return out  # ended; or placed under an id that lost a concurrent rotation (the winner places it)
+        self._unplaced.pop(session_id, None)  # the winner's placement: it decides from here
         old = self._placed.get(session_id)
         if old is not None and stamp <= old.stamp:
             return out  # an older placement, reordered

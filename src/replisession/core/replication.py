@@ -229,7 +229,10 @@ class DeltaManager:
         elif kind == "want":
             ids = check(payload, WANT)["ids"]
             if ids is not None:  # on demand: these sessions, at once, in one reply
-                return [self.sessions_message(self._entries(ids, now), (sender,))]
+                entries = self._entries(ids, now)
+                # With the rotations of their families: a cookie with a losing id finds the session there.
+                edges = {edge[1]: edge for i in ids for edge in self._rotations.family(i)} if entries else {}
+                return [self.sessions_message(entries, (sender,), aliases=list(edges.values()))]
         else:
             raise RemoteProtocolError(f"unknown replication message {kind!r}")
         return []
@@ -581,14 +584,19 @@ class DeltaManager:
         return self._rotations.link(old, new, stamp, now + self._horizon)
 
     def sessions_message(
-        self, entries: list[list[Any]], targets: tuple[MemberInfo, ...], *, last: bool = False
+        self,
+        entries: list[list[Any]],
+        targets: tuple[MemberInfo, ...],
+        *,
+        last: bool = False,
+        aliases: list[list[Any]] | None = None,
     ) -> Outgoing:
-        """A ``sessions`` message carrying transfer entries. The last batch of a state transfer
-        also says which sessions ended and which ids were rotated (every edge with its stamp, so
-        the joiner picks the same id of each family), so a member that missed an invalidation
-        drops its copy."""
+        """A ``sessions`` message carrying transfer entries (and ``aliases``: rotation edges). The
+        last batch of a state transfer also says which sessions ended and which ids were rotated
+        (every edge with its stamp, so the joiner picks the same id of each family), so a member
+        that missed an invalidation drops its copy."""
         dead: list[str] = []
-        aliases: list[list[Any]] = []
+        aliases = aliases or []
         if last:
             with self.store.lock:
                 dead, aliases = list(self._tombstones), self._rotations.edges()
