@@ -111,6 +111,9 @@ class Replica:
     def begin(self, session_id: str | None, now: float) -> Session:
         """The start of a request: the stored session for ``session_id``, or a fresh one."""
         session = self.store.load(session_id, now) if session_id is not None else None
+        successor = self.manager.successor(session_id) if session is None and session_id is not None else None
+        if successor is not None:  # an id that lost a concurrent rotation: the session, under the winner
+            session = self.store.load(successor, now)
         return session if session is not None else self.store.new_session(now)
 
     def end(self, session: Session, now: float, loaded: str | None = None) -> Done:
@@ -155,14 +158,14 @@ class StampWatch(DeltaManager):
         super().tick(now)
         self.dropped.update(i for i in remembered if i not in self._meta)
 
-    def _apply_alias(self, old_id: str, new_id: str, now: float) -> None:
+    def _apply_alias(self, old_id: str, new_id: str, stamp: tuple[int, str], now: float) -> None:
         previous, current = self._resolve(old_id), self._resolve(new_id)
         newest: dict[str, tuple[int, str]] = {}
         for held in (self._meta.get(previous), self._meta.get(current)):
-            for key, stamp in held.stamps.items() if held is not None else ():
-                newest[key] = max(stamp, newest.get(key, stamp))
-        super()._apply_alias(old_id, new_id, now)
-        kept = self._meta.get(current)
+            for key, key_stamp in held.stamps.items() if held is not None else ():
+                newest[key] = max(key_stamp, newest.get(key, key_stamp))
+        super()._apply_alias(old_id, new_id, stamp, now)
+        kept = self._meta.get(self._resolve(new_id))
         if previous != current and kept is not None and any(kept.stamps.get(k, (0, "")) < s for k, s in newest.items()):
             self.dropped.update((previous, current))
 
@@ -601,18 +604,15 @@ class History:
           old id brings the session back there under the new one;
         * an end under an id that another member rotated concurrently (a request with the
           cookie from before the rotation): a member that learns of the rotation after the
-          end keeps the new id alive;
-        * two rotations of one id, concurrently on two members: the members end up holding
-          the session under different ids.
+          end keeps the new id alive.
+
+        Two rotations of one id, concurrently on two members, are checked like any other:
+        every member holds the session under the one id the rotations' stamps designate.
         """
         dropped = self.sim.dropped
         excluded = self.rotated_and_ended | {n for n, ids in enumerate(self.lineages) if dropped.intersection(ids)}
-        retired = [op.value[0] for op in self.ops if op.kind == "rotate"]
-        for op in self.ops:
-            if op.kind == "rotate" and retired.count(op.value[0]) > 1:
-                excluded.add(op.lineage)
-            elif op.kind == "end" and op.value in retired:
-                excluded.add(op.lineage)
+        retired = {op.value[0] for op in self.ops if op.kind == "rotate"}
+        excluded.update(op.lineage for op in self.ops if op.kind == "end" and op.value in retired)
         return excluded
 
     def divergence(self) -> dict[str, dict[str, dict[str, Any]]]:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replisession.core.backup import place
+from replisession.core.backup import MISSING_RETRY, place
+from replisession.core.session import Session
 
 from .backup_sim import NOW, Cluster, assert_placed, member, put
 
@@ -290,3 +292,64 @@ def test_a_backup_that_lost_its_copy_in_flight_gets_it_again_when_it_rejoins() -
     cluster.rebalance()
     cluster.request(a, session_id, put(n=2))
     assert_placed(cluster, {session_id: {"n": 2}})
+
+
+# -- concurrent rotations ----------------------------------------------------------------------
+
+
+def login(**values: Any) -> Callable[[Session], None]:
+    def action(session: Session) -> None:
+        session.rotate_id()
+        session.update(values)
+
+    return action
+
+
+def interleavings(first: list[Any], second: list[Any]) -> list[list[Any]]:
+    """Every merge of two sequences that keeps the order of each."""
+    if not first or not second:
+        return [first + second]
+    return [[first[0], *rest] for rest in interleavings(first[1:], second)] + [
+        [second[0], *rest] for rest in interleavings(first, second[1:])
+    ]
+
+
+@pytest.mark.parametrize("primary", [0, -1], ids=["primary_loses", "primary_wins"])  # equal counters: member ids
+@pytest.mark.parametrize(("size", "backups"), [(3, 2), (4, 1), (5, 2)])
+def test_two_members_that_rotate_one_session_concurrently_leave_one_id_placed(
+    size: int, backups: int, primary: int
+) -> None:
+    for order in range(len(concurrent_logins(size, backups, primary)[2])):
+        cluster, from_first, merges = concurrent_logins(size, backups, primary)
+        for sender, message in merges[order]:
+            cluster.deliver(sender, [message])  # each with the replies it causes, before the next
+        for replica in cluster.members.values():  # the timer: copies no placement claimed are dropped
+            replica.manager.tick(cluster.now + MISSING_RETRY)
+        stamps = {m.payload["id"]: m.payload["stamp"] for _, m in merges[order] if m.kind == "delta"}
+        assert len(stamps) == 2
+        assert len({counter for counter, _ in stamps.values()}) == 1
+        winner = max(stamps, key=lambda i: stamps[i])
+        assert (winner == from_first) == (primary == -1)
+        assert_placed(cluster, {winner: {"n": 1, "a": 1, "b": 2}})
+    (loser,) = set(stamps) - {winner}
+    seen: list[dict[str, Any]] = []
+    for replica in list(cluster.members.values()):  # the browser that got the losing id, on any member
+        assert cluster.request(replica, loser, lambda s: (seen.append(dict(s)), s.mark_accessed())) == winner
+    assert seen == [{"n": 1, "a": 1, "b": 2}] * len(cluster.members)
+    assert_placed(cluster, {winner: {"n": 1, "a": 1, "b": 2}})
+
+
+def concurrent_logins(size: int, backups: int, primary: int) -> tuple[Cluster, str | None, list[Any]]:
+    """The primary (``primary``-th member) and a backup both rotate one session (logins with one
+    cookie), neither hearing of the other: the cluster, the primary's new id, and every
+    interleaving of the two members' messages."""
+    cluster = Cluster(size, backups=backups)
+    first = list(cluster.members.values())[primary]
+    old = cluster.request(first, None, put(n=1))
+    assert old is not None
+    holder = next(r for r in cluster.members.values() if r is not first and old in r.store)
+    # Two requests with the same cookie, on the primary and on a backup, before either hears of the other.
+    from_first = first.request(old, login(a=1), cluster.now)
+    from_holder = holder.request(old, login(b=2), cluster.now)
+    merges = interleavings([(first, m) for m in from_first.messages], [(holder, m) for m in from_holder.messages])
+    return cluster, from_first.session_id, merges

@@ -171,7 +171,7 @@ def test_a_packed_copy_that_cannot_be_read_is_reported_and_serves_as_absent(
     a, j = replicas(A, C)
     (good,) = filled(a, 1)
     broken = ["s99", 0.0, 0.0, None, msgpack.packb([A.id, [1, A.id], [0, ""], b"\xc1", {}])]
-    j.receive(a, Outgoing("sessions", {"sessions": [broken], "last": False, "dead": [], "aliases": {}}), 1.0)
+    j.receive(a, Outgoing("sessions", {"sessions": [broken], "last": False, "dead": [], "aliases": []}), 1.0)
     transfer(a, j, now=1.0)
     with caplog.at_level(logging.ERROR, logger="replisession.replication"):
         assert j.store.load("s99", 2.0) is None

@@ -388,21 +388,29 @@ MALFORMED = {
     "age negative": changed("delta", good_delta, age=-5),
     "access missing owner": ("access", {"id": "s9", "stamp": [5, A.id]}),
     "access stamp not a list": ("access", {"id": "s9", "owner": A.id, "stamp": (5, A.id)}),
-    "sessions not a list": ("sessions", {"sessions": {"s9": good_entry()}, "last": True, "dead": [], "aliases": {}}),
-    "sessions without last": ("sessions", {"sessions": [good_entry()], "dead": [], "aliases": {}}),
+    "sessions not a list": ("sessions", {"sessions": {"s9": good_entry()}, "last": True, "dead": [], "aliases": []}),
+    "sessions without last": ("sessions", {"sessions": [good_entry()], "dead": [], "aliases": []}),
     "undecodable value": changed("delta", good_delta, sets={"k": b"\xc1"}),
     "malformed entry in a batch": (
         "sessions",
-        {"sessions": [good_entry(), ["s10"]], "last": True, "dead": [], "aliases": {}},
+        {"sessions": [good_entry(), ["s10"]], "last": True, "dead": [], "aliases": []},
     ),
     "entry idle negative": (
         "sessions",
-        {"sessions": [["s10", -1.0, *good_entry()[2:]]], "last": True, "dead": [], "aliases": {}},
+        {"sessions": [["s10", -1.0, *good_entry()[2:]]], "last": True, "dead": [], "aliases": []},
     ),
     "entry packed not bytes": (
         "sessions",
-        {"sessions": [[*good_entry()[:4], [A.id]]], "last": True, "dead": [], "aliases": {}},
+        {"sessions": [[*good_entry()[:4], [A.id]]], "last": True, "dead": [], "aliases": []},
     ),
+    "aliases a map": ("sessions", {"sessions": [], "last": True, "dead": [], "aliases": {"s1": "s2"}}),
+    "alias without a stamp": ("sessions", {"sessions": [], "last": True, "dead": [], "aliases": [["s1", "s2"]]}),
+    "alias id not text": ("sessions", {"sessions": [], "last": True, "dead": [], "aliases": [["s1", 2, [1, A.id]]]}),
+    "alias stamp negative": (
+        "sessions",
+        {"sessions": [], "last": True, "dead": [], "aliases": [["s1", "s2", [-1, A.id]]]},
+    ),
+    "alias not a list": ("sessions", {"sessions": [], "last": True, "dead": [], "aliases": ["s1"]}),
     "want ids not a list": ("want", {"ids": "s9"}),
     "want ids not text": ("want", {"ids": [9]}),
     "want too many ids": ("want", {"ids": ["s9"] * 1001}),
@@ -509,7 +517,7 @@ def test_an_empty_member_ends_a_transfer_with_one_empty_last_batch() -> None:
     a, j = replicas(A, C)
     j.manager.request_transfer([A], 0.0)
     assert list(a.manager.stream(C, lambda: 0.0)) == [
-        Outgoing("sessions", {"sessions": [], "last": True, "dead": [], "aliases": {}}, (C,))
+        Outgoing("sessions", {"sessions": [], "last": True, "dead": [], "aliases": []}, (C,))
     ]
     deliver(a, list(a.manager.stream(C, lambda: 0.0)), j)
     assert j.manager.transfer_done
@@ -724,12 +732,13 @@ def test_an_end_under_the_old_id_wins_over_a_concurrent_rotation_after_a_partiti
     assert a.sessions() == b.sessions() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DeltaManager._apply_alias renames whatever the old id resolves to here: two members that rotate "
-    "one id concurrently (s1 -> s2 and s1 -> s3) each move their copy to the other's new id and end up "
-    "holding the session under different ids",
-)
+# -- concurrent rotations of one id --------------------------------------------------------------------
+#
+# Two requests with the same cookie on two members both rotate the id (s1 -> s2 on a, s1 -> s3 on b).
+# Every member keeps both edges with their stamps; the edge with the newer stamp designates the id
+# (b's here: equal counters, and B's member id is the larger), whatever order the edges arrived in.
+
+
 def test_members_that_rotate_one_session_concurrently_agree_on_its_id() -> None:
     a, b, c = replicas(A, B, C)
     deliver(a, a.request(None, put(x=1), 1.0).messages, b, c)
@@ -740,6 +749,170 @@ def test_members_that_rotate_one_session_concurrently_agree_on_its_id() -> None:
     deliver(b, from_b.messages, a, c)
     assert len(c.sessions()) == 1
     assert a.sessions() == b.sessions() == c.sessions()
+
+
+def rotate(**values: Any) -> Callable[[Session], None]:
+    """A login: a new id, and what the request wrote."""
+
+    def action(session: Session) -> None:
+        session.rotate_id()
+        session.update(values)
+
+    return action
+
+
+def concurrent_rotations() -> tuple[Replica, Replica, Replica, list[Outgoing], list[Outgoing]]:
+    """s1 (x=1) everywhere, then rotated concurrently: s1 -> s2 on a (writing a=1 and k), s1 -> s3 on b
+    (writing b=2 and k, with the newer stamp); the two rotations' messages are not delivered yet."""
+    a, b, c = replicas(A, B, C)
+    deliver(a, a.request(None, put(x=1), 1.0).messages, b, c)
+    from_a = a.request("s1", rotate(a=1, k="a"), 2.0)
+    from_b = b.request("s1", rotate(b=2, k="b"), 2.0)
+    assert (from_a.session_id, from_b.session_id) == ("s2", "s3")
+    assert (from_a.messages[0].payload["stamp"], from_b.messages[0].payload["stamp"]) == ([2, A.id], [2, B.id])
+    return a, b, c, from_a.messages, from_b.messages
+
+
+@pytest.mark.parametrize("b_first", [False, True], ids=["a_first", "b_first"])
+@pytest.mark.parametrize("c_b_first", [False, True], ids=["c_gets_a_first", "c_gets_b_first"])
+def test_concurrent_rotations_converge_on_the_newer_edge_in_any_order(b_first: bool, c_b_first: bool) -> None:
+    a, b, c, from_a, from_b = concurrent_rotations()
+    if b_first:
+        deliver(b, from_b, a)
+        deliver(a, from_a, b)
+    else:
+        deliver(a, from_a, b)
+        deliver(b, from_b, a)
+    for sender, messages in [(b, from_b), (a, from_a)] if c_b_first else [(a, from_a), (b, from_b)]:
+        deliver(sender, messages, c)
+    expected = {"s3": {"x": 1, "a": 1, "b": 2, "k": "b"}}  # k: b's write has the newer stamp too
+    assert a.sessions() == b.sessions() == c.sessions() == expected
+    for replica in (a, b, c):
+        assert replica.manager.owner_of("s3") == B.id  # the newest stamp of the merged copies
+
+
+def losing_branch_rotated_again() -> tuple[Replica, Replica, Replica, list[tuple[Replica, list[Outgoing]]]]:
+    """:func:`concurrent_rotations`, then a, not knowing of b's yet, rotates its s2 again: s2 -> s4
+    (writing k and y, stamp (3, a)). Returns the replicas and the three rotations' messages, undelivered."""
+    a, b, c, from_a, from_b = concurrent_rotations()
+    again = a.request("s2", rotate(k="a4", y=4), 3.0)
+    assert again.session_id == "s4"
+    return a, b, c, [(a, from_a), (a, again.messages), (b, from_b)]
+
+
+#: s3 beat s2 at s1, so s4 below s2 is on the losing branch; k: a's (3, a) is newer than b's (2, b).
+LOSING_BRANCH_MERGED = {"s3": {"x": 1, "a": 1, "b": 2, "k": "a4", "y": 4}}
+
+
+def test_a_later_rotation_on_the_losing_branch_converges_and_loses_no_write() -> None:
+    a, b, c, ((_, from_a), (_, again), (_, from_b)) = losing_branch_rotated_again()
+    deliver(b, from_b, a, c)  # a learns of s1 -> s3 last; c gets b's first
+    deliver(a, again + from_a, b)  # b gets a's rotations in reverse order
+    deliver(a, from_a + again, c)
+    assert a.sessions() == b.sessions() == c.sessions() == LOSING_BRANCH_MERGED
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=str)
+def test_a_member_that_gets_the_rotations_of_both_branches_in_any_order_converges(order: tuple[int, ...]) -> None:
+    *_, c, rotations = losing_branch_rotated_again()
+    for index in order:
+        sender, messages = rotations[index]
+        deliver(sender, messages, c)
+    assert c.sessions() == LOSING_BRANCH_MERGED
+
+
+def test_a_removal_on_the_losing_branch_that_overtakes_its_rotation_still_removes_the_key() -> None:
+    a, b = replicas(A, B)
+    deliver(a, a.request(None, put(x=1, k=1), 1.0).messages, b)
+    from_a = a.request("s1", lambda s: s.rotate_id(), 2.0).messages  # s1 -> s2, (2, a): loses
+    from_b = b.request("s1", lambda s: s.rotate_id(), 2.0).messages  # s1 -> s3, (2, b): wins
+    removal = a.request("s2", delete("k"), 3.0).messages  # removals only: b holds no copy of s2 for it
+    deliver(a, removal + from_a, b)  # b keeps the removal's stamp under s2, then folds it into s3
+    deliver(b, from_b, a)
+    assert a.sessions() == b.sessions() == {"s3": {"x": 1}}
+
+
+def test_a_cookie_with_the_losing_id_opens_the_session_under_the_winning_id_and_an_old_one_opens_nothing() -> None:
+    a, b, c, rotations = losing_branch_rotated_again()
+    for sender, messages in rotations:
+        deliver(sender, messages, *[r for r in (a, b, c) if r is not sender])
+    for replica in (a, b, c):
+        # s4: the browser of a's second login holds it, never rotated away: served the session,
+        # and the response names the winning id (the front re-issues a cookie whose id differs).
+        done = replica.request("s4", read("k"), 5.0)
+        assert (done.loaded, done.session_id) == ("s3", "s3")
+        assert replica.manager.successor("s4") == "s3"
+        # s1 and s2 were rotated away by their holders: a cookie planted before a login follows
+        # nothing (session fixation), and the winning id is no successor of anything.
+        for retired in ("s1", "s2", "s3"):
+            assert replica.manager.successor(retired) is None
+            assert replica.request(retired if retired != "s3" else "s9", read("k"), 5.0).loaded is None
+    assert a.sessions() == b.sessions() == c.sessions() == LOSING_BRANCH_MERGED
+
+
+def test_a_request_on_the_losing_member_keeps_its_writes_when_the_winning_rotation_arrives_meanwhile() -> None:
+    a, b, c, from_a, from_b = concurrent_rotations()
+    deliver(a, from_a, b, c)
+    session = a.begin("s2", 3.0)  # a request under way on a, with the id a issued
+    session["during"] = "a"
+    deliver(b, from_b, a, c)  # s3 wins: a's copy, in use, is re-keyed, not dropped
+    assert session.id == "s3"
+    deliver(a, a.end(session, 3.0, "s2").messages, b, c)
+    expected = {"s3": {"x": 1, "a": 1, "b": 2, "k": "b", "during": "a"}}
+    assert a.sessions() == b.sessions() == c.sessions() == expected
+
+
+def test_a_copy_in_use_on_the_losing_member_stays_and_takes_in_the_winning_copy() -> None:
+    a, b, c, from_a, from_b = concurrent_rotations()
+    deliver(a, from_a, b, c)
+    later = b.request("s3", rotate(z=5), 2.5)  # b again: s3 -> s4, and a gets that first
+    deliver(b, later.messages, a)
+    assert set(a.sessions()) == {"s2", "s4"}  # s4's family is not linked to s1 here yet
+    session = a.begin("s2", 3.0)
+    session["during"] = "a"
+    deliver(b, from_b, a, c)  # s1 -> s3 links them: s4 is the id; the copy in use is re-keyed, s4's merged in
+    assert session.id == "s4"
+    deliver(a, a.end(session, 3.0, "s2").messages, b, c)
+    deliver(b, later.messages, c)
+    expected = {"s4": {"x": 1, "a": 1, "b": 2, "k": "b", "z": 5, "during": "a"}}
+    assert a.sessions() == b.sessions() == c.sessions() == expected
+
+
+def test_a_joiner_resolves_the_ids_of_a_family_as_the_members_it_got_them_from() -> None:
+    a, b, _, _ = losing_branch_rotated_again()
+    # A partition: a and b never heard of each other's rotations. They heal by state transfers,
+    # and a joiner takes both, in both orders: the edges travel with their stamps.
+    for first, second in [(a, b), (b, a)]:
+        (j,) = replicas(member("j", 9))
+        deliver(first, list(first.manager.stream(j.info, lambda: 4.0)), j)
+        deliver(second, list(second.manager.stream(j.info, lambda: 4.0)), j)
+        assert j.sessions() == LOSING_BRANCH_MERGED
+        assert (j.request("s4", read("k"), 5.0).session_id, j.request("s2", read("k"), 5.0).loaded) == ("s3", None)
+    deliver(a, list(a.manager.stream(B, lambda: 4.0)), b)
+    deliver(b, list(b.manager.stream(A, lambda: 4.0)), a)
+    assert a.sessions() == b.sessions() == LOSING_BRANCH_MERGED
+
+
+def test_a_fetch_for_a_losing_id_brings_its_family_so_the_asker_serves_the_session() -> None:
+    a, b, _, rotations = losing_branch_rotated_again()
+    for sender, messages in rotations:
+        deliver(sender, messages, *[r for r in (a, b) if r is not sender])
+    (j,) = replicas(member("j", 9))  # it never heard of s1's rotations: a cookie with s4 arrives
+    (reply,) = a.manager.receive(j.info, "want", {"ids": ["s4"]}, 4.0)
+    assert [entry[0] for entry in reply.payload["sessions"]] == ["s3"]
+    deliver(a, [reply], j)
+    done = j.request("s4", read("k"), 5.0)
+    assert (done.loaded, done.session_id, j.sessions()) == ("s3", "s3", LOSING_BRANCH_MERGED)
+    assert j.request("s2", read("k"), 5.0).loaded is None  # rotated away on a: nothing
+
+
+def test_a_transfer_carries_every_rotation_edge_with_its_stamp() -> None:
+    *_, c, rotations = losing_branch_rotated_again()
+    for sender, messages in rotations:
+        deliver(sender, messages, c)
+    (*_, last) = c.manager.stream(A, lambda: 4.0)
+    edges = [["s1", "s2", [2, A.id]], ["s1", "s3", [2, B.id]], ["s2", "s4", [3, A.id]]]
+    assert sorted(last.payload["aliases"]) == edges
 
 
 # -- clusters on the in-memory network ---------------------------------------------------------------

@@ -5,7 +5,7 @@ other members, chosen by rendezvous hashing over the live members (spread across
 hosts first), so a write costs ``backups`` messages however large the cluster, load
 spreads evenly, and a join or a death moves only the sessions whose placement it
 changes. Everything else is the DeltaManager's (:mod:`.replication`): per-key stamps,
-tombstones, aliases, the transfer entry format and the delta.
+tombstones, rotation edges (:mod:`.rotations`), the transfer entry format and the delta.
 
 Where Tomcat's BackupManager keeps one backup, never rebalances and tolerates one
 failure, this one:
@@ -51,6 +51,8 @@ from .store import SessionStore
 
 __all__ = ["BackupManager", "place"]
 
+_NO_SESSIONS = {"sessions": [], "last": False, "dead": []}
+
 log = logging.getLogger("replisession.replication")
 
 #: Seconds a backup waits for the full copy it asked for before asking again.
@@ -75,6 +77,11 @@ class BackupManager(DeltaManager):
         self._joined: set[str] = set()
         # Sessions this member asked for a full copy of (see _ask): id -> when.
         self._missing: dict[str, float] = {}
+        # Messages a fold produced, deep in applying something (see _fold): sent with its replies.
+        self._relay: list[Outgoing] = []
+        self._relaying = False  # applying the edges a losing id's owner relayed (see _fold)
+        # Copies merged from a losing id's backup, waiting for the winner's placement: id -> since when.
+        self._unplaced: dict[str, float] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -87,7 +94,7 @@ class BackupManager(DeltaManager):
             placed = self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
             targets = self._live(self._copies(placed))
             return [Outgoing("delta", message.payload, targets)] if targets else []
-        return self._place(session_id, now, message)
+        return [*self._place(session_id, now, message), *self._relayed()]
 
     def accessed(self, session: Session, now: float) -> list[Outgoing]:
         session_id = session.id
@@ -105,6 +112,12 @@ class BackupManager(DeltaManager):
         super().tick(now)
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
+        for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
+            del self._unplaced[session_id]
+            session = self.store.live(session_id)
+            if session_id not in self._placed and (session is None or not session._holders):
+                self._meta.pop(session_id, None)
+                self.store.drop(session_id)  # not an end: the winner's holders keep the session
 
     def owner_of(self, session_id: str) -> str | None:
         placed = self._placed.get(session_id)
@@ -113,6 +126,18 @@ class BackupManager(DeltaManager):
     # -- what other members send --------------------------------------------------------------
 
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
+        self._relaying = kind == "sessions" and isinstance(payload, dict) and payload.get("sessions") == []
+        try:
+            replies = self._receive(sender, kind, payload, now)
+        finally:
+            self._relaying = False
+        return [*replies, *self._relayed()] if self._relay else replies
+
+    def _relayed(self) -> list[Outgoing]:
+        relay, self._relay = self._relay, []
+        return relay
+
+    def _receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         if kind == "placement":
             return self._apply_placement(check(payload, PLACEMENT), now)
         if kind == "placements":
@@ -138,17 +163,22 @@ class BackupManager(DeltaManager):
                 # is one of its backups (the full copy was lost to a failed send).
                 self._witness(_stamp(body["stamp"]))
                 if prev is not None:
-                    self._apply_alias(prev, body["id"], now)
                     if prev in self._placed:
                         self._placed[session_id] = self._placed.pop(prev)
+                    self._apply_alias(prev, body["id"], _stamp(body["stamp"]), now)
                 return self._ask(sender, self._resolve(session_id), now)
             if prev is not None and prev in self._placed:
                 self._placed[session_id] = self._placed.pop(prev)
             replies = super().receive(sender, kind, payload, now)
+            current = self._resolve(body["id"])
             if body["destroyed"]:
                 self._placed.pop(session_id, None)
+            elif prev is not None and current != body["id"] and self._owned(current):
+                # A concurrent rotation that lost to ours: what it brought was merged into our copy
+                # (its sender placed it elsewhere), and our backups need it.
+                replies.extend(self._batched(self._forward(current, now)))
             else:
-                self._compact(self._resolve(session_id), now)
+                self._compact(current, now)
             return replies
         replies = super().receive(sender, kind, payload, now)
         if kind == "want" and replies:  # a fetch: the fetcher learns who held it, to tell them later
@@ -161,17 +191,58 @@ class BackupManager(DeltaManager):
             for entry in payload["sessions"]:
                 session_id = self._resolve(entry[0])
                 self._missing.pop(session_id, None)
-                placed = self._placed.get(session_id)
-                if placed is not None and placed.owner == self.local.id and session_id in self.store:
+                if self._owned(session_id):
                     # Another member's copy merged into ours (per-key stamps): a displaced owner
                     # after a partition. The backups need what it brought.
-                    holders = self._live(placed.holders)
-                    if holders:
-                        forwards.append(self.sessions_message(self._entries([session_id], now), holders))
+                    forwards.extend(self._forward(session_id, now))
                 else:
                     self._compact(session_id, now)
             replies.extend(self._batched(forwards))
         return replies
+
+    def _fold(self, previous: str, new_id: str, now: float) -> None:
+        """A copy moves to its family's canonical id. Rotated (``new_id`` descends from
+        ``previous``): its placement follows. Lost a concurrent rotation: the winner's primary
+        places the session, and this member's placement of the losing id is void. Its owner
+        tells the backups it chose for the losing id which id won (they know nothing of the
+        winner's rotation). Such a backup keeps the merged copy until the winner's placement
+        arrives, which says whether it is a holder; if none comes (the winner's primary never
+        heard of it), ``tick`` drops the copy: the losing owner's rotation delta took what it
+        held to the winner."""
+        placed = self._placed.pop(previous, None)
+        super()._fold(previous, new_id, now)
+        if placed is not None and self._rotations.descends(new_id, previous):
+            self._placed.setdefault(new_id, placed)
+        elif placed is not None and placed.owner == self.local.id:
+            holders = self._live(placed.holders)
+            if holders:
+                edges = self._rotations.family(new_id)
+                self._relay.append(Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, holders))
+        elif self._relaying and new_id not in self._placed:
+            self._unplaced.setdefault(new_id, now)
+
+    def _lost(self, session_id: str) -> bool:
+        """``session_id`` lost a concurrent rotation here: its family's id is on another branch.
+        What its owner placed or copied under it, still on its way, is void (its writes reached
+        the winner with the rotation's delta)."""
+        canonical = self._resolve(session_id)
+        return canonical != session_id and not self._rotations.descends(canonical, session_id)
+
+    def _take_entry(self, entry: list[Any], now: float) -> None:
+        if self._lost(entry[0]) and self._resolve(entry[0]) not in self.store:
+            return  # a copy for a backup the losing id's owner chose: no orphan copy of the winner
+        super()._take_entry(entry, now)
+
+    def _owned(self, session_id: str) -> bool:
+        """This member is the session's primary and holds it."""
+        placed = self._placed.get(session_id)
+        return placed is not None and placed.owner == self.local.id and session_id in self.store
+
+    def _forward(self, session_id: str, now: float) -> list[Outgoing]:
+        """The full copy of a session this member owns, for its live backups."""
+        placed = self._placed.get(session_id)
+        holders = self._live(placed.holders) if placed is not None else ()
+        return [self.sessions_message(self._entries([session_id], now), holders)] if holders else []
 
     def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
         """Ask ``sender`` for the full copy of a session this member holds none of (at most
@@ -317,8 +388,9 @@ class BackupManager(DeltaManager):
         stamp = _stamp(body["stamp"])
         self._witness(stamp)
         session_id = self._resolve(body["id"])
-        if session_id in self._tombstones:
-            return out
+        if session_id in self._tombstones or self._lost(body["id"]):
+            return out  # ended; or placed under an id that lost a concurrent rotation (the winner places it)
+        self._unplaced.pop(session_id, None)  # the winner's placement: it decides from here
         old = self._placed.get(session_id)
         if old is not None and stamp <= old.stamp:
             return out  # an older placement, reordered

@@ -52,6 +52,8 @@ SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"
 # session is used (see :class:`.store.Dormant`). ``packed`` is msgpack of
 # ``[owner, owner_stamp, mii_stamp, values, stamps]``: ``values`` the serializer's
 # encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
+# ``aliases``: every rotation edge the sender knows, ``[old id, new id, stamp]`` (the stamp of
+# the delta that rotated it), so the receiver picks the same id of each family (:mod:`.rotations`).
 WANT = {"ids": (list, type(None))}
 PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool, "replaces": str}
 # Many placements at once (a rebalance): each element is a PLACEMENT, checked as one.
@@ -78,7 +80,7 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
         elif kind in ("seconds", "seconds?"):
             ok = (value is None and kind == "seconds?") or _is_seconds(value)
         elif kind == "aliases":
-            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+            ok = isinstance(value, list) and all(_is_edge(edge) for edge in value)
         else:
             ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if not ok:
@@ -123,6 +125,16 @@ def check_packed(packed: Any) -> list[Any]:
 def _is_seconds(value: Any) -> bool:
     # >= 0 (inf: "no limit" for mii); NaN fails the comparison, and would never expire.
     return isinstance(value, float | int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_edge(value: Any) -> bool:
+    return (
+        type(value) is list
+        and len(value) == 3
+        and type(value[0]) is str
+        and type(value[1]) is str
+        and _is_stamp(value[2])
+    )
 
 
 def _is_stamp(value: Any) -> bool:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .messages import MemberInfo
-from .replication import Outgoing, Stamp
+from .replication import Outgoing
+from .rotations import Stamp
 
 __all__ = ["Placement", "batched", "place"]
 

@@ -16,8 +16,15 @@ Where Tomcat's DeltaManager drops, races or blocks, this one does not:
   never seen creates the copy (Tomcat drops a DELTA that beats its CREATED).
 * **Tombstones.** An ended session's id is remembered until it could no longer be
   in use, and every later message for it is ignored: no resurrection by a late
-  delta. A rotated id is remembered as an alias of the new one, so a late delta
-  addressed to the old id still lands on the right session.
+  delta. A rotated id is remembered as an edge to the new one, with its stamp, so
+  a late delta addressed to the old id still lands on the right session.
+* **Concurrent rotations agree.** Two members that rotate one id at once (two
+  requests with the same cookie) make two edges from it; every member keeps the
+  edges with their stamps and holds the session under the id they designate
+  (:mod:`.rotations`), whatever order they arrived in, merging per key what it
+  held under the other. A browser that got the losing id is served the session
+  and re-issued the winning one (:meth:`DeltaManager.successor`). Tomcat's
+  members end up holding the session under different ids.
 * **No clocks compared.** Deltas and notices reset the idle time of a copy on
   arrival; a state transfer carries how long each session has been idle, not
   when it was last used by another machine's clock.
@@ -48,6 +55,7 @@ from .delta import SessionDelta
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
 from .payloads import ACCESS, DELTA, MAX_IDS, SESSIONS, WANT, check, check_entry, check_packed, check_want
+from .rotations import Rotations, Stamp
 from .session import _MISSING, Session
 from .store import Dormant, SessionStore
 from .transfer import TransferStream
@@ -56,7 +64,6 @@ __all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 
 log = logging.getLogger("replisession.replication")
 
-Stamp = tuple[int, str]
 _ZERO: Stamp = (0, "")
 
 
@@ -104,7 +111,7 @@ class DeltaManager:
         self._counter = 0
         self._meta: dict[str, _Meta] = {}
         self._tombstones: dict[str, float] = {}  # id -> when it may be forgotten
-        self._aliases: dict[str, tuple[str, float]] = {}  # old id -> (new id, forget at)
+        self._rotations = Rotations()  # every rotation edge, with its stamp, until its family's horizon
         idle = store.policy.max_inactive_interval
         # Notices at least four times per idle timeout, and at most once a minute.
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
@@ -164,19 +171,7 @@ class DeltaManager:
             if current != session_id:
                 self._bury(current, now)
         else:
-            if delta.previous_id is not None:
-                self._alias(delta.previous_id, session_id, now)
-                if delta.previous_id in self._meta:  # the stamps follow the session to its new id
-                    self._meta[session_id] = self._meta.pop(delta.previous_id)
-            meta = self._meta.setdefault(session_id, _Meta())
-            for key in (*delta.sets, *delta.removes):
-                meta.stamps[key] = stamp
-            meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
-            if delta.max_inactive_interval is not None:
-                meta.mii_stamp = stamp
-            session = self.store.peek(session_id)
-            if session is not None:
-                session._grace = 0.0
+            self._record(delta, stamp, now)
         payload = {
             "id": session_id,
             "prev": delta.previous_id,
@@ -190,6 +185,27 @@ class DeltaManager:
             "age": self._age(session_id, now),
         }
         return Outgoing("delta", payload)
+
+    def _record(self, delta: SessionDelta, stamp: Stamp, now: float) -> None:
+        """The stamps of this member's change (and its rotation's edge), where the session is held."""
+        session_id = delta.session_id
+        if delta.previous_id is not None:
+            self._alias(delta.previous_id, session_id, stamp, now)
+            if delta.previous_id in self._meta:  # the stamps follow the session to its new id
+                self._meta[session_id] = self._meta.pop(delta.previous_id)
+            held = self._resolve(session_id)
+            if held != session_id:  # a concurrent rotation of the same id, with a newer stamp, won meanwhile
+                self._fold(session_id, held, now)
+                session_id = held
+        meta = self._meta.setdefault(session_id, _Meta())
+        for key in (*delta.sets, *delta.removes):
+            meta.stamps[key] = stamp
+        meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
+        if delta.max_inactive_interval is not None:
+            meta.mii_stamp = stamp
+        session = self.store.peek(session_id)
+        if session is not None:
+            session._grace = 0.0
 
     # -- what other members send --------------------------------------------------------------
 
@@ -205,14 +221,18 @@ class DeltaManager:
                 self._take_entry(entry, now)
             for session_id in body["dead"]:
                 self._apply_dead(self._resolve(session_id), now)
-            for old, new in body["aliases"].items():
-                self._apply_alias(old, new, now)
+            for old, new, raw in body["aliases"]:
+                self._witness(_stamp(raw))
+                self._apply_alias(old, new, _stamp(raw), now)
             if body["last"] and self._transfers.pop(sender.id, None) is not None:
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
         elif kind == "want":
             ids = check(payload, WANT)["ids"]
             if ids is not None:  # on demand: these sessions, at once, in one reply
-                return [self.sessions_message(self._entries(ids, now), (sender,))]
+                entries = self._entries(ids, now)
+                # With the rotations of their families: a cookie with a losing id finds the session there.
+                edges = {edge[1]: edge for i in ids for edge in self._rotations.family(i)} if entries else {}
+                return [self.sessions_message(entries, (sender,), aliases=list(edges.values()))]
         else:
             raise RemoteProtocolError(f"unknown replication message {kind!r}")
         return []
@@ -270,6 +290,13 @@ class DeltaManager:
     def is_dead(self, session_id: str) -> bool:
         return self._resolve(session_id) in self._tombstones
 
+    def successor(self, session_id: str) -> str | None:
+        """The id to serve a request whose cookie holds ``session_id``, when that is a losing
+        leaf: the id another member's concurrent rotation made and lost (see :mod:`.rotations`).
+        None for any other id: an id rotated away opens nothing (session fixation)."""
+        canonical = self._rotations.successor(session_id, self.store.retired)
+        return canonical if canonical is not None and canonical not in self._tombstones else None
+
     def owner_of(self, session_id: str) -> str | None:
         """The id of the member that served the session last, as far as this member knows;
         "" for a copy held packed since a transfer (another member's, not unpacked to ask);
@@ -280,7 +307,7 @@ class DeltaManager:
         return meta.owner or None
 
     def tick(self, now: float) -> None:
-        """Forget tombstones and aliases past their horizon, and the stamps of sessions
+        """Forget tombstones and rotations past their horizon, and the stamps of sessions
         the store expired on its own (not a store listener: listeners cost every write)."""
         for session_id, meta in list(self._meta.items()):
             if session_id not in self.store and session_id not in self._tombstones:
@@ -288,8 +315,7 @@ class DeltaManager:
                     del self._meta[session_id]
         for session_id in [i for i, until in self._tombstones.items() if until <= now]:
             del self._tombstones[session_id]
-        for old in [i for i, (_, until) in self._aliases.items() if until <= now]:
-            del self._aliases[old]
+        self._rotations.forget(now)
 
     # -- applying ------------------------------------------------------------------------
 
@@ -302,13 +328,8 @@ class DeltaManager:
             self._counter = stamp[0]
 
     def _resolve(self, session_id: str) -> str:
-        for _ in range(8):  # an id rotated several times: follow the chain, boundedly
-            alias = self._aliases.get(session_id)
-            successor = alias[0] if alias is not None else self.store.retired.get(session_id)
-            if successor is None:
-                break
-            session_id = successor
-        return session_id
+        """The id this member holds ``session_id``'s session under: its family's canonical id."""
+        return self._rotations.resolve(session_id, self.store.retired)
 
     def _apply_delta(self, body: Mapping[str, Any], now: float) -> None:
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
@@ -316,15 +337,11 @@ class DeltaManager:
         # Decode everything before changing anything: a value this member cannot read
         # (an unregistered type during a rolling deploy) must not leave half a delta applied.
         values = {key: self._loads(encoded) for key, encoded in body["sets"].items()}
+        if body["prev"] is not None:
+            self._apply_alias(body["prev"], body["id"], stamp, now)
         session_id = self._resolve(body["id"])
         if session_id in self._tombstones:
-            if body["prev"] is not None:
-                self._apply_dead(self._resolve(body["prev"]), now)
             return  # ended: a late delta must not bring it back
-        if body["prev"] is not None:
-            self._apply_alias(body["prev"], session_id, now)
-            if session_id in self._tombstones:
-                return
         if body["destroyed"]:
             self._apply_dead(session_id, now, expired=body["expired"])
             return
@@ -365,24 +382,42 @@ class DeltaManager:
             fire(self.store.listeners, "session_destroyed", session, reason)
             session._id = None
 
-    def _apply_alias(self, old_id: str, new_id: str, now: float) -> None:
-        """``old_id`` was rotated to ``new_id``: follow it, merging a copy held under the old id."""
-        previous = self._resolve(old_id)
-        new_id = self._resolve(new_id)
-        if previous == new_id:
+    def _apply_alias(self, old_id: str, new_id: str, stamp: Stamp, now: float) -> None:
+        """``old_id`` was rotated to ``new_id`` by the delta stamped ``stamp``: keep the edge, and
+        move what this member held under an id that is no longer its family's canonical one
+        (the old id's, or the losing side of a concurrent rotation) to the one that is."""
+        before = dict.fromkeys((self._resolve(old_id), self._resolve(new_id), new_id))
+        if not self._alias(old_id, new_id, stamp, now):
+            return  # refused: a cycle, or a second parent for a fresh id
+        canonical = self._resolve(new_id)
+        family = dict.fromkeys((*before, canonical))
+        if any(i in self._tombstones for i in (old_id, *family)):
+            # Ended under one of its ids, concurrently with the rotation: the end wins, everywhere.
+            for session_id in family:
+                if session_id not in self._tombstones:
+                    self._apply_dead(session_id, now)
             return
-        if new_id in self._tombstones:
-            self._apply_dead(previous, now)
-            self._alias(previous, new_id, now)
-            return
-        if previous in self._tombstones:  # ended under the old id, concurrently: the end wins
-            self._apply_dead(new_id, now)
-            self._alias(previous, new_id, now)
-            return
+        for held in before:
+            if held != canonical:
+                self._fold(held, canonical, now)
+
+    def _fold(self, previous: str, new_id: str, now: float) -> None:
+        """Move the copy and stamps held under ``previous`` to ``new_id``, merging per key with a
+        copy held there (the newer write or removal wins). A copy a request here is using is
+        the one that stays (re-keyed), so the request's writes reach its release."""
         old = self.store.peek(previous)
+        if old is None and previous not in self._meta:
+            return
         old_meta = self._meta.pop(previous, None) or _Meta()
         new = self.store.peek(new_id)
-        if old is not None and new is None:  # move the copy; what the new id had is removals only
+        if old is not None and new is not None and old._holders and not new._holders:
+            meta = self._meta.pop(new_id, None) or _Meta()
+            self.store.drop(new_id)
+            self.store.rename(previous, new_id)
+            old_meta.held, old_meta.until = True, float("inf")
+            self._meta[new_id] = old_meta
+            self._merge(new, meta, old, old_meta)
+        elif old is not None and new is None:  # move the copy; what the new id had is removals only
             self.store.rename(previous, new_id)
             removals = self._meta.get(new_id)
             self._meta[new_id] = old_meta
@@ -392,24 +427,35 @@ class DeltaManager:
                     old_meta.stamps[key] = stamp
                     self._remove(old, key)
         elif old is not None and new is not None:  # both copies: per key, the newer write or removal
-            meta = self._meta.setdefault(new_id, _Meta())
-            for key in {*old_meta.stamps, *dict.keys(old)}:
-                stamp = old_meta.stamps.get(key, _ZERO)
-                value = dict.get(old, key, _MISSING)
-                if stamp > meta.stamps.get(key, _ZERO):
-                    meta.stamps[key] = stamp
-                    if value is _MISSING:
-                        self._remove(new, key)
-                    else:
-                        self._set(new, key, value, self.store.serializer.dumps(value))
-                elif value is not _MISSING and key not in new and key not in meta.stamps:
-                    self._set(new, key, value, self.store.serializer.dumps(value))
+            self._merge(old, old_meta, new, self._meta.setdefault(new_id, _Meta()))
             self.store.drop(previous)
-        else:  # no copy under the old id: its stamps still count
+        else:  # no copy under the old id, only the stamps of removals: they still count
             meta = self._meta.setdefault(new_id, _Meta(held=False, until=now + self._horizon))
             for key, key_stamp in old_meta.stamps.items():
-                meta.stamps[key] = max(key_stamp, meta.stamps.get(key, _ZERO))
-        self._alias(previous, new_id, now)
+                if key_stamp > meta.stamps.get(key, _ZERO):
+                    meta.stamps[key] = key_stamp
+                    if new is not None:  # a removal newer than the value held under the new id
+                        self._remove(new, key)
+
+    def _merge(self, source: Session, source_meta: _Meta, target: Session, meta: _Meta) -> None:
+        """Merge ``source`` (a copy going away) into ``target``: per key, the newer write or removal;
+        a key neither side stamped is kept if only ``source`` has it."""
+        for key in sorted({*source_meta.stamps, *dict.keys(source)}):
+            stamp = source_meta.stamps.get(key, _ZERO)
+            value = dict.get(source, key, _MISSING)
+            if stamp > meta.stamps.get(key, _ZERO):
+                meta.stamps[key] = stamp
+                if value is _MISSING:
+                    self._remove(target, key)
+                else:
+                    self._set(target, key, value, self.store.serializer.dumps(value))
+            elif value is not _MISSING and key not in target and key not in meta.stamps:
+                self._set(target, key, value, self.store.serializer.dumps(value))
+        if source_meta.owner_stamp > meta.owner_stamp:
+            meta.owner, meta.owner_stamp = source_meta.owner, source_meta.owner_stamp
+        if source_meta.mii_stamp > meta.mii_stamp:
+            meta.mii_stamp = source_meta.mii_stamp
+            target._max_inactive_interval = source._max_inactive_interval
 
     def _apply_access(self, body: Mapping[str, Any], now: float) -> None:
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
@@ -534,20 +580,26 @@ class DeltaManager:
         self._tombstones[session_id] = now + self._horizon
         self._meta.pop(session_id, None)
 
-    def _alias(self, old: str, new: str, now: float) -> None:
-        self._aliases[old] = (new, now + self._horizon)
+    def _alias(self, old: str, new: str, stamp: Stamp, now: float) -> bool:
+        return self._rotations.link(old, new, stamp, now + self._horizon)
 
     def sessions_message(
-        self, entries: list[list[Any]], targets: tuple[MemberInfo, ...], *, last: bool = False
+        self,
+        entries: list[list[Any]],
+        targets: tuple[MemberInfo, ...],
+        *,
+        last: bool = False,
+        aliases: list[list[Any]] | None = None,
     ) -> Outgoing:
-        """A ``sessions`` message carrying transfer entries. The last batch of a state transfer
-        also says which sessions ended and which ids were rotated, so a member that missed
-        an invalidation drops its copy."""
+        """A ``sessions`` message carrying transfer entries (and ``aliases``: rotation edges). The
+        last batch of a state transfer also says which sessions ended and which ids were rotated
+        (every edge with its stamp, so the joiner picks the same id of each family), so a member
+        that missed an invalidation drops its copy."""
         dead: list[str] = []
-        aliases: dict[str, str] = {}
+        aliases = aliases or []
         if last:
             with self.store.lock:
-                dead, aliases = list(self._tombstones), {old: new for old, (new, _) in self._aliases.items()}
+                dead, aliases = list(self._tombstones), self._rotations.edges()
         return Outgoing("sessions", {"sessions": entries, "last": last, "dead": dead, "aliases": aliases}, targets)
 
     def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:

@@ -177,6 +177,8 @@ class Replicator(ClusterListener):
         manager = self.manager
         if manager is None or manager.is_dead(session_id):
             return None
+        with self.store.lock:
+            session_id = manager.successor(session_id) or session_id  # a losing rotation: the winner's copy
         members = self.member.members()
         if not members:
             return None

@@ -163,7 +163,18 @@ class Node:
         return self.store.new_session(self.clock())
 
     def load(self, session_id: str) -> Session | None:
-        return self.store.load(session_id, self.clock())
+        """The live session for a cookie's id. An id that lost a concurrent rotation (another
+        member rotated the same id at the same time, and its id won) opens the session under
+        the winning id; the front then re-issues the cookie, since the ids differ."""
+        now = self.clock()
+        session = self.store.load(session_id, now)
+        manager = self.replicator.manager if self.replicator is not None else None
+        if session is None and manager is not None:
+            with self.store.lock:
+                successor = manager.successor(session_id)
+            if successor is not None:
+                session = self.store.load(successor, now)
+        return session
 
     def release(self, session: Session) -> SessionDelta | None:
         delta = self.store.release(session, self.clock())
