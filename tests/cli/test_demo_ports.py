@@ -36,3 +36,14 @@ def test_free_ports_are_free_and_outside_that_range() -> None:
     first, last = free_port_range(3)
     assert last == first + 2
     assert all(port_is_free("127.0.0.1", p) and not low <= p <= high for p in range(first, last + 1))
+
+
+def test_a_port_is_handed_out_once_though_nothing_bound_it_yet() -> None:
+    # Servers get their ports before any of them binds: a port still free must not be chosen
+    # twice (two cluster members were once given one HTTP port, and one failed to start).
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    ranges = [free_port_range(4) for _ in range(30)]
+    in_ranges = [port for first, last in ranges for port in range(first, last + 1)]
+    assert len(set(in_ranges)) == len(in_ranges)
+    assert not set(in_ranges) & set(ports)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from replisession.cli.demo_cluster import candidate_ports
+from replisession.cli import demo_cluster
 from replisession.cluster_config import ClusterConfig
 from replisession.net.tcp import TcpTransport
 from replisession.wire.messages import Heartbeat, MemberInfo, Message
@@ -35,21 +35,8 @@ def config(**overrides: Any) -> ClusterConfig:
 
 
 def free_port_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive ports on 127.0.0.1 that were free a moment ago."""
-    for first in candidate_ports(size):  # outside the range outgoing connections take ports from
-        held: list[socket.socket] = []
-        try:
-            for port in range(first, first + size):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return first, first + size - 1
-    raise RuntimeError(f"no {size} consecutive free ports")
+    """``size`` consecutive ports on 127.0.0.1 that were free a moment ago, never handed out before."""
+    return demo_cluster.free_port_range(size, HOST)
 
 
 def closed_port() -> int:

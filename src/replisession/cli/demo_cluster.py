@@ -11,6 +11,7 @@ deploy, with no second copy to drift from it. An installed wheel has no examples
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -101,10 +103,18 @@ def candidate_ports(count: int = 1) -> list[int]:
     return random.sample(ports, min(len(ports), 200))
 
 
+#: Ports this process handed out lately: a port chosen for a server that has not bound it yet
+#: is still free, and must not be handed out again (two members were once given one port).
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)
+_HANDING_OUT = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    for port in candidate_ports():
-        if port_is_free(host, port):
-            return port
+    with _HANDING_OUT:
+        for port in candidate_ports():
+            if port not in _HANDED_OUT and port_is_free(host, port):
+                _HANDED_OUT.append(port)
+                return port
     with socket.socket() as sock:  # no room outside the kernel's range: any free port
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -122,9 +132,12 @@ def port_is_free(host: str, port: int) -> bool:
 
 def free_port_range(count: int, host: str = "127.0.0.1") -> tuple[int, int]:
     """``count`` consecutive free ports, for the members' shared listen range (autoBind)."""
-    for first in candidate_ports(count):
-        if all(port_is_free(host, first + i) for i in range(count)):
-            return first, first + count - 1
+    with _HANDING_OUT:
+        for first in candidate_ports(count):
+            ports = range(first, first + count)
+            if not any(port in _HANDED_OUT for port in ports) and all(port_is_free(host, port) for port in ports):
+                _HANDED_OUT.extend(ports)
+                return first, first + count - 1
     raise DemoError(f"found no {count} consecutive free ports on {host}")
 
 
