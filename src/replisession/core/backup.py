@@ -41,11 +41,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .copies import stamp_of
 from .delta import SessionDelta
 from .messages import MemberInfo
 from .payloads import ACCESS, DELTA, MISSING, PLACEMENT, check, check_placements
 from .placement import Placement, batched, place
-from .replication import DeltaManager, Outgoing, _stamp
+from .replication import DeltaManager, Outgoing
 from .session import Session
 from .store import SessionStore
 
@@ -161,11 +162,11 @@ class BackupManager(DeltaManager):
                 # No copy to apply it to: never a partial copy made of one delta. The sender
                 # (the primary) is asked for the whole copy, and sends it only if this member
                 # is one of its backups (the full copy was lost to a failed send).
-                self._witness(_stamp(body["stamp"]))
+                self._witness(stamp_of(body["stamp"]))
                 if prev is not None:
                     if prev in self._placed:
                         self._placed[session_id] = self._placed.pop(prev)
-                    self._apply_alias(prev, body["id"], _stamp(body["stamp"]), now)
+                    self._apply_alias(prev, body["id"], stamp_of(body["stamp"]), now)
                 return self._ask(sender, self._resolve(session_id), now)
             if prev is not None and prev in self._placed:
                 self._placed[session_id] = self._placed.pop(prev)
@@ -385,7 +386,7 @@ class BackupManager(DeltaManager):
 
     def _apply_placement(self, body: Mapping[str, Any], now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
-        stamp = _stamp(body["stamp"])
+        stamp = stamp_of(body["stamp"])
         self._witness(stamp)
         session_id = self._resolve(body["id"])
         if session_id in self._tombstones or self._lost(body["id"]):

@@ -45,26 +45,25 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from ..errors import RemoteProtocolError
+from .copies import ZERO, CopyWriter, Meta, stamp_of
 from .delta import SessionDelta
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
 from .payloads import ACCESS, DELTA, MAX_IDS, SESSIONS, WANT, check, check_entry, check_packed, check_want
 from .rotations import Rotations, Stamp
-from .session import _MISSING, Session
+from .session import Session
 from .store import Dormant, SessionStore
 from .transfer import TransferStream
 
 __all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 
 log = logging.getLogger("replisession.replication")
-
-_ZERO: Stamp = (0, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +74,6 @@ class Outgoing:
     payload: Any
     targets: tuple[MemberInfo, ...] | None = None
     wait: bool = True  # False: never worth delaying a response for (access notices)
-
-
-@dataclass(slots=True)
-class _Meta:
-    stamps: dict[str, Stamp] = field(default_factory=dict)  # per key, removed keys included
-    owner: str = ""
-    owner_stamp: Stamp = _ZERO
-    mii_stamp: Stamp = _ZERO
-    last_notice: float = float("-inf")
-    held: bool = True  # False: stamps of removals for a session not here yet, kept until ``until``
-    until: float = float("inf")
 
 
 class DeltaManager:
@@ -105,11 +93,12 @@ class DeltaManager:
         self.store = store
         self.local = local
         self.notify = notify_listeners_on_replication
+        self._writer = CopyWriter(store, notify_listeners_on_replication)
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.transfer_patience = transfer_patience
         self._counter = 0
-        self._meta: dict[str, _Meta] = {}
+        self._meta: dict[str, Meta] = {}
         self._tombstones: dict[str, float] = {}  # id -> when it may be forgotten
         self._rotations = Rotations()  # every rotation edge, with its stamp, until its family's horizon
         idle = store.policy.max_inactive_interval
@@ -147,7 +136,7 @@ class DeltaManager:
         session_id = session.id
         if session_id is None or not session.accessed:
             return []
-        meta = self._meta.setdefault(session_id, _Meta())
+        meta = self._meta.setdefault(session_id, Meta())
         if meta.owner == self.local.id and now - meta.last_notice < self.access_throttle:
             return []
         meta.last_notice = now
@@ -197,7 +186,7 @@ class DeltaManager:
             if held != session_id:  # a concurrent rotation of the same id, with a newer stamp, won meanwhile
                 self._fold(session_id, held, now)
                 session_id = held
-        meta = self._meta.setdefault(session_id, _Meta())
+        meta = self._meta.setdefault(session_id, Meta())
         for key in (*delta.sets, *delta.removes):
             meta.stamps[key] = stamp
         meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
@@ -222,8 +211,8 @@ class DeltaManager:
             for session_id in body["dead"]:
                 self._apply_dead(self._resolve(session_id), now)
             for old, new, raw in body["aliases"]:
-                self._witness(_stamp(raw))
-                self._apply_alias(old, new, _stamp(raw), now)
+                self._witness(stamp_of(raw))
+                self._apply_alias(old, new, stamp_of(raw), now)
             if body["last"] and self._transfers.pop(sender.id, None) is not None:
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
         elif kind == "want":
@@ -345,13 +334,13 @@ class DeltaManager:
         if body["destroyed"]:
             self._apply_dead(session_id, now, expired=body["expired"])
             return
-        meta = self._meta.setdefault(session_id, _Meta())
+        meta = self._meta.setdefault(session_id, Meta())
         if self.store.peek(session_id) is None and not values:
             # Nothing to hold yet (a removal or rotation for a session not transferred
             # here): remember the stamps, so a late creation cannot bring removed keys
             # back, but keep no empty copy (it would look like an emptied session).
             for key in body["removes"]:
-                meta.stamps[key] = max(stamp, meta.stamps.get(key, _ZERO))
+                meta.stamps[key] = max(stamp, meta.stamps.get(key, ZERO))
             meta.held, meta.until = False, now + self._horizon
             return
         session, created = self.store.replica(session_id, now)
@@ -360,13 +349,13 @@ class DeltaManager:
             if self.notify and self.store.listeners:
                 fire(self.store.listeners, "session_created", session)
         for key, encoded in body["sets"].items():
-            if stamp > meta.stamps.get(key, _ZERO):
+            if stamp > meta.stamps.get(key, ZERO):
                 meta.stamps[key] = stamp
-                self._set(session, key, values[key], encoded)
+                self._writer.set(session, key, values[key], encoded)
         for key in body["removes"]:
-            if stamp > meta.stamps.get(key, _ZERO):
+            if stamp > meta.stamps.get(key, ZERO):
                 meta.stamps[key] = stamp
-                self._remove(session, key)
+                self._writer.remove(session, key)
         if body["mii"] is not None and stamp > meta.mii_stamp:
             meta.mii_stamp = stamp
             session._max_inactive_interval = None if body["mii"] == float("inf") else float(body["mii"])
@@ -408,54 +397,34 @@ class DeltaManager:
         old = self.store.peek(previous)
         if old is None and previous not in self._meta:
             return
-        old_meta = self._meta.pop(previous, None) or _Meta()
+        old_meta = self._meta.pop(previous, None) or Meta()
         new = self.store.peek(new_id)
         if old is not None and new is not None and old._holders and not new._holders:
-            meta = self._meta.pop(new_id, None) or _Meta()
+            meta = self._meta.pop(new_id, None) or Meta()
             self.store.drop(new_id)
             self.store.rename(previous, new_id)
             old_meta.held, old_meta.until = True, float("inf")
             self._meta[new_id] = old_meta
-            self._merge(new, meta, old, old_meta)
+            self._writer.merge(new, meta, old, old_meta)
         elif old is not None and new is None:  # move the copy; what the new id had is removals only
             self.store.rename(previous, new_id)
             removals = self._meta.get(new_id)
             self._meta[new_id] = old_meta
             old_meta.held, old_meta.until = True, float("inf")
             for key, stamp in (removals.stamps if removals is not None else {}).items():
-                if stamp > old_meta.stamps.get(key, _ZERO):
+                if stamp > old_meta.stamps.get(key, ZERO):
                     old_meta.stamps[key] = stamp
-                    self._remove(old, key)
+                    self._writer.remove(old, key)
         elif old is not None and new is not None:  # both copies: per key, the newer write or removal
-            self._merge(old, old_meta, new, self._meta.setdefault(new_id, _Meta()))
+            self._writer.merge(old, old_meta, new, self._meta.setdefault(new_id, Meta()))
             self.store.drop(previous)
         else:  # no copy under the old id, only the stamps of removals: they still count
-            meta = self._meta.setdefault(new_id, _Meta(held=False, until=now + self._horizon))
+            meta = self._meta.setdefault(new_id, Meta(held=False, until=now + self._horizon))
             for key, key_stamp in old_meta.stamps.items():
-                if key_stamp > meta.stamps.get(key, _ZERO):
+                if key_stamp > meta.stamps.get(key, ZERO):
                     meta.stamps[key] = key_stamp
                     if new is not None:  # a removal newer than the value held under the new id
-                        self._remove(new, key)
-
-    def _merge(self, source: Session, source_meta: _Meta, target: Session, meta: _Meta) -> None:
-        """Merge ``source`` (a copy going away) into ``target``: per key, the newer write or removal;
-        a key neither side stamped is kept if only ``source`` has it."""
-        for key in sorted({*source_meta.stamps, *dict.keys(source)}):
-            stamp = source_meta.stamps.get(key, _ZERO)
-            value = dict.get(source, key, _MISSING)
-            if stamp > meta.stamps.get(key, _ZERO):
-                meta.stamps[key] = stamp
-                if value is _MISSING:
-                    self._remove(target, key)
-                else:
-                    self._set(target, key, value, self.store.serializer.dumps(value))
-            elif value is not _MISSING and key not in target and key not in meta.stamps:
-                self._set(target, key, value, self.store.serializer.dumps(value))
-        if source_meta.owner_stamp > meta.owner_stamp:
-            meta.owner, meta.owner_stamp = source_meta.owner, source_meta.owner_stamp
-        if source_meta.mii_stamp > meta.mii_stamp:
-            meta.mii_stamp = source_meta.mii_stamp
-            target._max_inactive_interval = source._max_inactive_interval
+                        self._writer.remove(new, key)
 
     def _apply_access(self, body: Mapping[str, Any], now: float) -> None:
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
@@ -464,7 +433,7 @@ class DeltaManager:
         session = self.store.peek(session_id)
         if session is None or session_id in self._tombstones:
             return
-        self._touch(session, self._meta.setdefault(session_id, _Meta()), body["owner"], stamp, now)
+        self._touch(session, self._meta.setdefault(session_id, Meta()), body["owner"], stamp, now)
 
     def _take_entry(self, entry: list[Any], now: float) -> None:
         """A transferred session: kept packed if new here, merged at once if a copy is held."""
@@ -493,7 +462,7 @@ class DeltaManager:
             # serve as if the copy never came (a request gets a fresh session).
             log.error("a transferred copy of session %s cannot be read: %s", session_id, exc)
             return
-        self._apply_entry(session_id, copy, owner, _stamp(owner_stamp), _stamp(mii_stamp), values, stamps)
+        self._apply_entry(session_id, copy, owner, stamp_of(owner_stamp), stamp_of(mii_stamp), values, stamps)
 
     def _loads(self, encoded: bytes) -> Any:
         try:
@@ -514,28 +483,28 @@ class DeltaManager:
         self._witness(owner_stamp)
         self._witness(mii_stamp)
         session, created = self.store.replica(session_id, copy.last_accessed)
-        meta = self._meta.setdefault(session_id, _Meta())
+        meta = self._meta.setdefault(session_id, Meta())
         if created:
             session.created_at = copy.created_at
             if self.notify and self.store.listeners:
                 fire(self.store.listeners, "session_created", session)
         for key, value in values.items():
             raw = stamps.get(key)
-            stamp = _ZERO if raw is None else _stamp(raw)
+            stamp = ZERO if raw is None else stamp_of(raw)
             self._witness(stamp)
-            known = meta.stamps.get(key, _ZERO)
+            known = meta.stamps.get(key, ZERO)
             # A new copy takes a value whose write it already knew of (same stamp): it has no value yet.
             if stamp > known or (created and stamp == known):
                 meta.stamps[key] = stamp
-                self._set(session, key, value, None)
+                self._writer.set(session, key, value, None)
         for key, raw in stamps.items():
             if key in values:
                 continue
-            stamp = _stamp(raw)
+            stamp = stamp_of(raw)
             self._witness(stamp)
-            if stamp > meta.stamps.get(key, _ZERO):
+            if stamp > meta.stamps.get(key, ZERO):
                 meta.stamps[key] = stamp
-                self._remove(session, key)
+                self._writer.remove(session, key)
         mii = copy.data[0]
         if mii is not None and (mii_stamp > meta.mii_stamp or created):
             meta.mii_stamp = mii_stamp
@@ -547,34 +516,11 @@ class DeltaManager:
             session.last_accessed = copy.last_accessed
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
-    def _touch(self, session: Session, meta: _Meta, owner: str, stamp: Stamp, now: float) -> None:
+    def _touch(self, session: Session, meta: Meta, owner: str, stamp: Stamp, now: float) -> None:
         session.last_accessed = now
         if stamp >= meta.owner_stamp:
             meta.owner, meta.owner_stamp = owner, stamp
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
-
-    def _set(self, session: Session, key: str, value: Any, encoded: bytes | None) -> None:
-        if session._delta is not None and key in session._delta:
-            return  # a request here wrote it and has not released yet: its newer stamp will win
-        old = dict.get(session, key, _MISSING)
-        dict.__setitem__(session, key, value)
-        if session._read is not None and key in session._read:
-            # A local reader's snapshot follows, so no false change.
-            session._read[key] = encoded if encoded is not None else self.store.serializer.dumps(value)
-        if self.notify and self.store.listeners:
-            if old is _MISSING:
-                fire(self.store.listeners, "attribute_added", session, key, value)
-            else:
-                fire(self.store.listeners, "attribute_replaced", session, key, old, value)
-
-    def _remove(self, session: Session, key: str) -> None:
-        if session._delta is not None and key in session._delta:
-            return  # a pending local write of this key will win
-        old = dict.pop(session, key, _MISSING)
-        if session._read is not None:
-            session._read.pop(key, None)
-        if old is not _MISSING and self.notify and self.store.listeners:
-            fire(self.store.listeners, "attribute_removed", session, key, old)
 
     def _bury(self, session_id: str, now: float) -> None:
         self._tombstones[session_id] = now + self._horizon
@@ -622,7 +568,7 @@ class DeltaManager:
                 session = store.live(session_id)
             if session is None or session.last_accessed is None:
                 continue
-            meta = self._meta.get(session_id) or _Meta(owner=local)
+            meta = self._meta.get(session_id) or Meta(owner=local)
             try:
                 encoded = dumps(dict(dict.items(session)))  # not dict(session): that reads as a request would
             except TypeError as exc:  # changed in place into something unencodable
@@ -633,7 +579,3 @@ class DeltaManager:
             age = now - session.created_at if session.created_at is not None else 0.0
             entries.append([session_id, max(0.0, idle), max(0.0, age), session._max_inactive_interval, packed])
         return entries
-
-
-def _stamp(raw: list[Any]) -> Stamp:
-    return (raw[0], raw[1])
