@@ -6,44 +6,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from types import MappingProxyType
-from typing import Any
 
 from replisession.cluster_config import ClusterConfig
 from replisession.core.channel import DeliveryStatus, SendOutcome
-from replisession.core.messages import MemberInfo, SendMode
+from replisession.core.messages import SendMode
 from replisession.core.store import SessionStore
-from replisession.node.metrics import Metrics
 from replisession.node.replicator import Replicator
 
-A = MemberInfo("a", "127.0.0.1", 4001, "a" * 32)
-B = MemberInfo("b", "127.0.0.1", 4002, "b" * 32)
+from .fake_member import A, B, FakeMember, outcome
 
 
-class FakeMember:
-    """What the replicator uses of a ClusterMember; sends are recorded and ended by the test."""
-
-    def __init__(self) -> None:
-        self.listeners: list[Any] = []
-        self.on_bound: Any = None
-        self.handlers: dict[str, Any] = {}
-        self.metrics = Metrics()
-        self.local = A
-        self.live = [B]
-        self.sent: list[tuple[str, Any, SendMode, tuple[MemberInfo, ...], concurrent.futures.Future[SendOutcome]]] = []
-
-    def on(self, kind: str, handler: Any) -> None:
-        self.handlers[kind] = handler
-
-    def members(self) -> list[MemberInfo]:
-        return list(self.live)
-
-    def send(
-        self, kind: str, payload: Any, mode: SendMode, targets: Any = None
-    ) -> concurrent.futures.Future[SendOutcome]:
-        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
-        self.sent.append((kind, payload, mode, tuple(targets or self.live), future))
-        return future
+class Recording(FakeMember):
+    """Member A with B alive; the test ends each send."""
 
     def copies(self) -> list[tuple[set[str], SendMode, concurrent.futures.Future[SendOutcome]]]:
         """The full-copy sends so far, as (session ids, mode, future), and forget them all."""
@@ -52,13 +26,9 @@ class FakeMember:
         return found
 
 
-def outcome(status: DeliveryStatus) -> SendOutcome:
-    return SendOutcome(1, MappingProxyType({B.id: (B, status, "")}))
-
-
-def replicator() -> tuple[Replicator, FakeMember, SessionStore]:
+def replicator() -> tuple[Replicator, Recording, SessionStore]:
     store = SessionStore(lock=threading.RLock())
-    member = FakeMember()
+    member = Recording()
     config = ClusterConfig(manager="backup", send_mode="sync", members=(), route="a")
     node = Replicator(store, member, config, clock=lambda: 100.0)  # type: ignore[arg-type]
     member.on_bound(A)

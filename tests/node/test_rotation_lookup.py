@@ -8,60 +8,29 @@ a cookie with s1, rotated away, must not (session fixation)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Iterator
-from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from replisession.cluster_config import ClusterConfig
 from replisession.config import SessionConfig
-from replisession.core.channel import DeliveryStatus, SendOutcome
-from replisession.core.messages import MemberInfo, SendMode
 from replisession.core.serializer import SessionSerializer
-from replisession.node.metrics import Metrics
 from replisession.node.replicator import Replicator
 from replisession.node.sessions import Node
 from replisession.web.cookie import SessionCookieCodec
 from replisession.web.front import CookieAction, RequestSession, SessionFront
 
-A = MemberInfo("a", "127.0.0.1", 4001, "a" * 32)
-B = MemberInfo("b", "127.0.0.1", 4002, "b" * 32)  # the larger member id: b's rotation wins a tie of counters
+from .fake_member import A, B, FakeMember
+
 SECRET = "rotation-secret"
 
 
-class Member:
-    """What the replicator uses of a ClusterMember, alone in its cluster: every send is done at once."""
-
-    def __init__(self) -> None:
-        self.listeners: list[Any] = []
-        self.on_bound: Any = None
-        self.handlers: dict[str, Any] = {}
-        self.metrics = Metrics()
-        self.local = A
-        self.sent: list[tuple[str, Any]] = []
-
-    def on(self, kind: str, handler: Any) -> None:
-        self.handlers[kind] = handler
-
-    def members(self) -> list[MemberInfo]:
-        return []
-
-    def send(
-        self, kind: str, payload: Any, mode: SendMode, targets: Any = None
-    ) -> concurrent.futures.Future[SendOutcome]:
-        self.sent.append((kind, payload))
-        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
-        future.set_result(SendOutcome(len(self.sent), MappingProxyType({B.id: (B, DeliveryStatus.OK, "")})))
-        return future
-
-
-def member_a() -> tuple[SessionFront, Node, Member]:
+def member_a() -> tuple[SessionFront, Node, FakeMember]:
     """A node that is member ``a`` of a cluster (its member faked), with a front to serve requests."""
     config = SessionConfig.build(secret_key=SECRET, route="a")
     node = Node(config, clock=lambda: 100.0)
-    member = Member()
+    member = FakeMember((), answer=True)  # alone in its cluster: every send is done at once
     cluster = ClusterConfig(manager="delta", send_mode="sync", members=(), route="a")
     node.replicator = Replicator(node.store, member, cluster, node.clock)  # type: ignore[arg-type]
     member.on_bound(A)
@@ -79,14 +48,14 @@ def serve(front: SessionFront, cookie: str | None, action: Any = None) -> tuple[
 
 
 @pytest.fixture
-def a() -> Iterator[tuple[SessionFront, Node, Member]]:
+def a() -> Iterator[tuple[SessionFront, Node, FakeMember]]:
     front, node, member = member_a()
     yield front, node, member
     node.stop()  # the expiry timer the first request started
 
 
 def test_the_losing_id_of_a_concurrent_rotation_is_served_and_its_cookie_re_issued(
-    a: tuple[SessionFront, Node, Member],
+    a: tuple[SessionFront, Node, FakeMember],
 ) -> None:
     front, node, member = a
     codec = front.codec
@@ -97,7 +66,7 @@ def test_the_losing_id_of_a_concurrent_rotation_is_served_and_its_cookie_re_issu
     rotated, _ = serve(front, codec.encode(old), lambda s: s.rotate_id())
     mine = rotated.session.id
     assert mine is not None
-    [stamp] = [payload["stamp"] for kind, payload in member.sent if kind == "delta" and payload["prev"] == old]
+    [stamp] = [payload["stamp"] for kind, payload, *_ in member.sent if kind == "delta" and payload["prev"] == old]
     manager = node.replicator.manager if node.replicator is not None else None
     assert manager is not None
     theirs = "t" * 64  # b's rotation of the same id, at the same counter: b's member id wins
