@@ -32,13 +32,19 @@ def backup_of(cluster: Cluster, primary: Replica, session_id: str) -> Replica:
     return cluster.members[holder]
 
 
-def test_a_backup_whose_full_copy_was_lost_gets_it_with_the_next_write() -> None:
+def lost_copy(*kinds: str, **values: Any) -> tuple[Cluster, Replica, str]:
+    """A cluster of 3 (k=1) where the first member's new session lost its ``kinds`` messages."""
     cluster = Cluster(3, backups=1)
     a = next(iter(cluster.members.values()))
-    cluster.lose = lose_copies_from(a, "sessions")
-    session_id = cluster.request(a, None, put(n=1, keep="me"))
+    cluster.lose = lose_copies_from(a, *kinds)
+    session_id = cluster.request(a, None, put(**values))
     cluster.lose = None
     assert session_id is not None
+    return cluster, a, session_id
+
+
+def test_a_backup_whose_full_copy_was_lost_gets_it_with_the_next_write() -> None:
+    cluster, a, session_id = lost_copy("sessions", n=1, keep="me")
     assert len(cluster.copies(session_id)) == 1  # the loss
     cluster.request(a, session_id, put(n=2))
     assert_placed(cluster, {session_id: {"n": 2, "keep": "me"}})
@@ -46,12 +52,7 @@ def test_a_backup_whose_full_copy_was_lost_gets_it_with_the_next_write() -> None
 
 
 def test_a_lost_copy_and_placement_are_both_sent_again() -> None:
-    cluster = Cluster(3, backups=1)
-    a = next(iter(cluster.members.values()))
-    cluster.lose = lose_copies_from(a, "sessions", "placement")
-    session_id = cluster.request(a, None, put(n=1, keep="me"))
-    cluster.lose = None
-    assert session_id is not None
+    cluster, a, session_id = lost_copy("sessions", "placement", n=1, keep="me")
     backup = backup_of(cluster, a, session_id)
     assert session_id not in backup.manager._placed
     cluster.request(a, session_id, put(n=2))
@@ -61,11 +62,7 @@ def test_a_lost_copy_and_placement_are_both_sent_again() -> None:
 
 
 def test_a_rotation_never_makes_a_partial_copy_of_a_lost_one() -> None:
-    cluster = Cluster(3, backups=1)
-    a = next(iter(cluster.members.values()))
-    cluster.lose = lose_copies_from(a, "sessions", "placement")
-    old = cluster.request(a, None, put(n=1, keep="me"))
-    cluster.lose = None
+    cluster, a, old = lost_copy("sessions", "placement", n=1, keep="me")
     new = cluster.request(a, old, lambda s: (s.rotate_id(), s.update(n=2)))
     assert new is not None
     assert new != old
@@ -73,12 +70,7 @@ def test_a_rotation_never_makes_a_partial_copy_of_a_lost_one() -> None:
 
 
 def test_an_access_notice_for_a_lost_copy_asks_for_it_too() -> None:
-    cluster = Cluster(3, backups=1)
-    a = next(iter(cluster.members.values()))
-    cluster.lose = lose_copies_from(a, "sessions")
-    session_id = cluster.request(a, None, put(n=1))
-    cluster.lose = None
-    assert session_id is not None
+    cluster, a, session_id = lost_copy("sessions", n=1)
     backup = backup_of(cluster, a, session_id)
     notice = {"id": session_id, "owner": a.info.id, "stamp": [50, a.info.id]}
     (ask,) = backup.manager.receive(a.info, "access", notice, NOW)
@@ -112,12 +104,7 @@ def test_a_malformed_missing_request_is_refused(payload: Any) -> None:
 
 
 def test_a_backup_asks_once_per_retry_interval_and_again_after_it() -> None:
-    cluster = Cluster(3, backups=1)
-    a = next(iter(cluster.members.values()))
-    cluster.lose = lose_copies_from(a, "sessions")
-    session_id = cluster.request(a, None, put(n=1))
-    cluster.lose = None
-    assert session_id is not None
+    cluster, a, session_id = lost_copy("sessions", n=1)
     backup = backup_of(cluster, a, session_id)
     (delta,) = [m for m in a.request(session_id, put(n=2), cluster.now).messages if m.kind == "delta"]
 
