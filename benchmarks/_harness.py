@@ -23,10 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from replisession.cli import demo_cluster
 
@@ -50,6 +50,7 @@ __all__ = [
     "percentile",
     "print_table",
     "rss_bytes",
+    "run_script",
     "run_wrk",
     "running",
     "settings",
@@ -205,6 +206,15 @@ def running(
 def exit_on_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so every process started is stopped by the finally blocks."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def run_script(main: Callable[[], int], interrupted: str = "every process started was stopped") -> NoReturn:
+    """A benchmark script's entry point: its exit status, or 130 with a word on Ctrl-C."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {interrupted}", file=sys.stderr)
+        sys.exit(130)
 
 
 def http_request(

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 from _backup_http import throughput
 from _backup_messages import messages
 from _backup_nodes import memory, restore
-from _harness import BENCH_DIR, environment, exit_on_sigterm
+from _harness import BENCH_DIR, environment, exit_on_sigterm, run_script
 
 RESULTS_FILE = BENCH_DIR / "results" / "backup.json"
 
@@ -95,8 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

@@ -35,6 +35,7 @@ from _harness import (
     exit_on_sigterm,
     free_port,
     http_request,
+    run_script,
     run_wrk,
     running,
     uvicorn_command,
@@ -251,8 +252,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every server started was stopped; no results written", file=sys.stderr)
-        sys.exit(130)
+    run_script(main, "every server started was stopped; no results written")

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
 from _cluster import worker_main
-from _harness import BENCH_DIR, environment, exit_on_sigterm, fmt_ms, fmt_us, print_table
+from _harness import BENCH_DIR, environment, exit_on_sigterm, fmt_ms, fmt_us, print_table, run_script
 from _replication_http import MODES, NOISE, OVERHEAD_VARIANTS, TOMCAT_ASYNC_LOST, failover, lossless, overhead
 from _replication_nodes import lag, memory, profile, transfer
 
@@ -264,8 +264,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

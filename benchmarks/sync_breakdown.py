@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
-from _harness import free_port, print_table, stop
+from _harness import free_port, print_table, run_script, stop
 
 STEPS = (
     ("A: send() called -> its flush starts", "python, A"),
@@ -192,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)
