@@ -114,8 +114,6 @@ class ClusterMember:
 
         Every start is a new incarnation: peers remember a stopped one as gone for good.
         """
-        self._stopped = False
-        self.incarnation = secrets.token_hex(16)
         self._loop_thread.start()
         try:
             return self._loop_thread.submit(self._start()).result(timeout)
@@ -126,8 +124,6 @@ class ClusterMember:
     async def start_hosted(self) -> MemberInfo:
         """Start on the running loop (the ASGI server's, from its lifespan startup) instead of a
         thread of our own: the request path then sends with no thread hand-off."""
-        self._stopped = False
-        self.incarnation = secrets.token_hex(16)
         self._loop_thread.adopt()
         try:
             return await self._start()
@@ -234,6 +230,8 @@ class ClusterMember:
         return outcome.ok
 
     async def _start(self) -> MemberInfo:
+        self._stopped = False
+        self.incarnation = secrets.token_hex(16)  # every start: peers remember a stopped one as gone
         config = self.config
         transport = TcpTransport(config, _TransportEvents(self), incarnation=self.incarnation)
         local = await transport.start()
