@@ -80,6 +80,22 @@ async def test_handshake_then_a_thousand_messages_each_way_in_order() -> None:
 
 
 @pytest.mark.asyncio
+async def test_both_ends_of_a_peer_connection_send_small_frames_at_once() -> None:
+    # Nagle's algorithm would hold an acknowledgement or a delta back until the peer's
+    # delayed ACK (up to 40 ms on Linux). asyncio only sets TCP_NODELAY itself on sockets
+    # whose protocol number is IPPROTO_TCP, and an accepted socket of a listener made by
+    # socket.create_server has protocol number 0: the accepting end must set it itself.
+    async with members(config(), config()) as (a, b):
+        await connect(a, b)
+        ends = [*a.transport._connections, *b.transport._connections]
+        assert len(ends) == 2
+        for protocol in ends:
+            assert protocol.transport is not None
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), protocol.remote
+
+
+@pytest.mark.asyncio
 async def test_three_members_all_connected_and_talking() -> None:
     async with members(config(), config(), config()) as trio:
         for i, dialler in enumerate(trio):

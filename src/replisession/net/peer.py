@@ -10,6 +10,8 @@ period of a connection that is closing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -18,7 +20,7 @@ from ..wire.connection import Established, PeerConnection, Received, Refused
 from ..wire.messages import MemberInfo, Message
 from .flow import WriteFlowControl
 
-__all__ = ["ConnectionOwner", "PeerProtocol", "endpoint", "resolve"]
+__all__ = ["ConnectionOwner", "PeerProtocol", "endpoint", "no_delay", "resolve"]
 
 Address = tuple[str, int]
 
@@ -98,6 +100,7 @@ class PeerProtocol(asyncio.Protocol):
         self.local_end = endpoint(transport.get_extra_info("sockname"))
         self.remote_end = endpoint(transport.get_extra_info("peername"))
         self.transport.set_write_buffer_limits(high=self._send_queue_bytes)
+        no_delay(transport.get_extra_info("socket"))
         self._timer = asyncio.get_running_loop().call_later(self._handshake_timeout, self.owner.expired, self)
         if self.owner.connection_made(self) and self.initiator:
             self.transport.write(self.connection.initiate())
@@ -230,6 +233,16 @@ def endpoint(info: Any) -> Address | None:
         return None
     host = str(info[0])
     return (host.removeprefix("::ffff:"), int(info[1]))
+
+
+def no_delay(sock: Any) -> None:
+    """Turn Nagle's algorithm off: a small frame (a delta, an acknowledgement) leaves at once
+    instead of waiting for the peer's delayed ACK. asyncio does it only for sockets whose
+    protocol number is IPPROTO_TCP, which an accepted socket of a listener made by
+    ``socket.create_server`` (protocol 0) is not; uvloop does it for every TCP socket."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def resolve(future: asyncio.Future[None]) -> None:
