@@ -357,8 +357,7 @@ class SimCluster:
             if ack is not None:
                 self._send(target, sender.info, ack)
         elif isinstance(message, Ack):
-            outcome = target.channel.acknowledged(sender.info, message)
-            if outcome is not None:
+            for outcome in target.channel.acknowledged(sender.info, message):
                 target.outcomes[outcome.request_id] = outcome
         self._apply(target, target.membership.received(sender.info.id, message, now))
 

@@ -56,10 +56,9 @@ def test_ack_and_sync_sends_wait_for_every_target(mode: SendMode) -> None:
     channel = Channel()
     assert channel.send([A, B], "delta", "x", mode, 10.0, 3.0) == (1, Data(1, mode, "delta", "x"), None)
     assert (channel.pending, channel.next_deadline()) == (1, 13.0)
-    assert channel.acknowledged(B, Ack(1)) is None
-    done = channel.acknowledged(A, Ack(1))
+    assert channel.acknowledged(B, Ack(1)) == []
+    [done] = channel.acknowledged(A, Ack(1))
     assert done == outcome(1, (A, OK, ""), (B, OK, ""))
-    assert done is not None
     assert done.ok
     assert done.failures() == []
     assert (channel.pending, channel.next_deadline()) == (0, None)
@@ -70,17 +69,16 @@ def test_request_ids_increase_and_each_target_counts_once() -> None:
     assert channel.send([A, A, B], "k", 1, SendMode.SYNC, 0.0, 1.0)[0] == 1
     assert channel.send([A], "k", 2, SendMode.ASYNC, 0.0, 1.0)[0] == 2
     assert channel.send([B], "k", 3, SendMode.ACK, 0.0, 1.0)[0] == 3
-    assert channel.acknowledged(A, Ack(1)) is None
-    assert channel.acknowledged(B, Ack(1)) == outcome(1, (A, OK, ""), (B, OK, ""))
+    assert channel.acknowledged(A, Ack(1)) == []
+    assert channel.acknowledged(B, Ack(1)) == [outcome(1, (A, OK, ""), (B, OK, ""))]
 
 
 def test_negative_acknowledgement_is_failed_naming_member_and_error() -> None:
     channel = Channel()
     channel.send([A, B], "delta", None, SendMode.SYNC, 0.0, 3.0)
     channel.acknowledged(A, Ack(1))
-    done = channel.acknowledged(B, Ack(1, ok=False, error="ValueError: bad delta"))
+    [done] = channel.acknowledged(B, Ack(1, ok=False, error="ValueError: bad delta"))
     assert done == outcome(1, (A, OK, ""), (B, FAILED, "ValueError: bad delta"))
-    assert done is not None
     assert not done.ok
     assert done.failures() == [(B, FAILED, "ValueError: bad delta")]
 
@@ -88,12 +86,27 @@ def test_negative_acknowledgement_is_failed_naming_member_and_error() -> None:
 def test_late_duplicate_and_foreign_acks_are_ignored() -> None:
     channel = Channel()
     channel.send([A, B], "delta", None, SendMode.SYNC, 0.0, 3.0)
-    assert channel.acknowledged(A, Ack(1, ok=False, error="first")) is None
-    assert channel.acknowledged(A, Ack(1)) is None  # duplicate: the first answer stands
-    assert channel.acknowledged(C, Ack(1)) is None  # not a target
-    assert channel.acknowledged(B, Ack(99)) is None  # no such request
-    assert channel.acknowledged(B, Ack(1)) == outcome(1, (A, FAILED, "first"), (B, OK, ""))
-    assert channel.acknowledged(B, Ack(1)) is None  # late: the send already ended
+    assert channel.acknowledged(A, Ack(1, ok=False, error="first")) == []
+    assert channel.acknowledged(A, Ack(1)) == []  # duplicate: the first answer stands
+    assert channel.acknowledged(C, Ack(1)) == []  # not a target
+    assert channel.acknowledged(B, Ack(99)) == []  # no such request
+    assert channel.acknowledged(B, Ack(1)) == [outcome(1, (A, FAILED, "first"), (B, OK, ""))]
+    assert channel.acknowledged(B, Ack(1)) == []  # late: the send already ended
+    assert channel.pending == 0
+
+
+def test_one_ack_answers_several_sends_its_first_as_it_says_the_others_as_ok() -> None:
+    channel = Channel()
+    for n in range(4):
+        channel.send([A, B], "delta", n, SendMode.SYNC, 0.0, 3.0)
+    assert channel.acknowledged(A, Ack(1, more=(2, 3, 4))) == []
+    done = channel.acknowledged(B, Ack(2, ok=False, error="KeyError: x", more=(1, 99, 3, 2, 4)))
+    assert done == [
+        outcome(2, (A, OK, ""), (B, FAILED, "KeyError: x")),
+        outcome(1, (A, OK, ""), (B, OK, "")),  # 99: no such send; the second 2: a duplicate
+        outcome(3, (A, OK, ""), (B, OK, "")),
+        outcome(4, (A, OK, ""), (B, OK, "")),
+    ]
     assert channel.pending == 0
 
 
@@ -110,8 +123,8 @@ def test_member_gone_ends_every_send_waiting_on_it() -> None:
     assert channel.pending == 1
     assert channel.member_gone(B) == []
     assert channel.member_gone(A) == []  # request 3 still waits on C
-    assert channel.acknowledged(A, Ack(3)) is None  # A's answer was already recorded as gone
-    assert channel.acknowledged(C, Ack(3)) == outcome(3, (A, GONE, "left the cluster"), (C, OK, ""))
+    assert channel.acknowledged(A, Ack(3)) == []  # A's answer was already recorded as gone
+    assert channel.acknowledged(C, Ack(3)) == [outcome(3, (A, GONE, "left the cluster"), (C, OK, ""))]
 
 
 def test_tick_times_out_what_is_still_missing() -> None:
@@ -125,7 +138,7 @@ def test_tick_times_out_what_is_still_missing() -> None:
     channel.acknowledged(A, Ack(1))
     assert channel.tick(3.0) == [outcome(1, (A, OK, ""), (B, TIMEOUT, "no acknowledgement in time"))]
     assert (channel.pending, channel.next_deadline(), channel.tick(100.0)) == (0, None, [])
-    assert channel.acknowledged(B, Ack(1)) is None  # too late
+    assert channel.acknowledged(B, Ack(1)) == []  # too late
 
 
 def test_tick_ends_several_sends_at_once_in_order() -> None:

@@ -51,6 +51,7 @@ class Recorder:
     """A TransportListener that records every call, and lets a test wait for a condition."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    reads: int = 0  # on_read_done calls: reads that delivered a message
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_connected(self, peer: MemberInfo) -> None:
@@ -58,6 +59,9 @@ class Recorder:
 
     def on_message(self, peer: MemberInfo, message: Message) -> None:
         self._record("message", peer, message)
+
+    def on_read_done(self, peer: MemberInfo) -> None:
+        self.reads += 1
 
     def on_disconnected(self, peer: MemberInfo) -> None:
         self._record("disconnected", peer)

@@ -13,7 +13,7 @@ import pytest
 from replisession import ClusterConfig
 from replisession.cli import demo_cluster
 from replisession.core.channel import DeliveryStatus
-from replisession.core.messages import MemberInfo, SendMode
+from replisession.core.messages import Ack, MemberInfo, SendMode
 from replisession.node import ClusterMember
 
 
@@ -89,6 +89,31 @@ def test_ack_returns_on_receipt_and_async_at_once(pair: tuple[ClusterMember, Clu
     assert a.send("slow", "ack", SendMode.ACK).result(5).ok
     assert a.send("slow", "async", SendMode.ASYNC).result(5).ok
     eventually(lambda: seen == ["ack", "async"])
+
+
+def test_the_data_of_one_read_is_acknowledged_by_one_ack(pair: tuple[ClusterMember, ClusterMember]) -> None:
+    a, b = pair
+    applied: list[int] = []
+    b.on("note", lambda sender, payload: applied.append(payload))
+    sent: list[Ack] = []
+    assert b._transport is not None
+    send = b._transport.send
+
+    def spy(peer_id: str, message: Any, linger: float = 0.0) -> bool:
+        if isinstance(message, Ack):
+            sent.append(message)
+        return send(peer_id, message, linger)
+
+    b._transport.send = spy  # type: ignore[method-assign]
+    futures: list[Any] = []
+    # A handler runs on a's loop: its 40 sends are written in one turn, as one write.
+    a.on("go", lambda sender, payload: futures.extend(a.send("note", n, SendMode.SYNC) for n in range(40)))
+    assert b.send("go", None, SendMode.SYNC).result(5).ok
+    assert all(future.result(5).ok for future in futures)
+    assert applied == list(range(40))
+    acknowledged = [msg_id for ack in sent for msg_id in (ack.msg_id, *ack.more)]
+    assert sorted(acknowledged) == sorted(future.result().request_id for future in futures)
+    assert len(sent) < 40  # TCP may split the write into a few reads, never into 40
 
 
 def test_a_silent_target_times_out_and_a_dead_one_is_gone(pair: tuple[ClusterMember, ClusterMember]) -> None:

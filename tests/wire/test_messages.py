@@ -46,6 +46,7 @@ def packed(value: Any) -> bytes:
         Leave(),
         Data(7, SendMode.SYNC, "delta", {"k": [1, b"2", None]}),
         Ack(7, ok=False, error="boom"),
+        Ack(7, more=(8, 12, 9)),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -56,12 +57,12 @@ def test_every_message_round_trips(message: Message) -> None:
 
 
 def test_a_hello_carries_the_protocol_version() -> None:
-    assert Hello("prod", ALICE, NONCE).protocol == PROTOCOL_VERSION == 1
+    assert Hello("prod", ALICE, NONCE).protocol == PROTOCOL_VERSION == 2
     assert msgpack.unpackb(encode_message(Hello("prod", ALICE, NONCE))[1]) == {
         "cluster": "prod",
         "member": ["alice", "10.0.0.1", 4000, "0123456789abcdef" * 2],
         "nonce": NONCE,
-        "protocol": 1,
+        "protocol": 2,
     }
 
 
@@ -124,6 +125,11 @@ def test_a_data_mode_is_a_send_mode() -> None:
         (FrameType.ACK, packed({1: 1}), "Ack body is not valid msgpack: "),
         (FrameType.ACK, packed({"id": 1, "ok": True}) + b"\x00", "Ack body is not valid msgpack: "),
         (FrameType.ACK, b"", "Ack body is not valid msgpack: "),
+        (
+            FrameType.ACK,
+            packed({"id": 1, "ok": True, "error": "", "more": list(range(4096))}),
+            "field 'more' must list at most 4095 message ids",
+        ),
         (FrameType.REFUSE, packed({"reason": "r" * 257}), "field 'reason' must be a string of at most 256 characters"),
         (
             FrameType.WELCOME,

@@ -100,13 +100,20 @@ class Channel:
         """The acknowledgement of a ``sync`` DATA once its handler ran (``error`` if it failed)."""
         return Ack(delivery.message.msg_id, ok=error is None, error=(error or "")[:256])
 
-    def acknowledged(self, sender: MemberInfo, ack: Ack) -> SendOutcome | None:
-        pending = self._pending.get(ack.msg_id)
-        if pending is None or sender.id not in pending.targets or sender.id in pending.results:
-            return None  # late, duplicate or foreign: the send already ended
-        status = DeliveryStatus.OK if ack.ok else DeliveryStatus.FAILED
-        pending.results[sender.id] = (sender, status, ack.error)
-        return self._finish_if_done(ack.msg_id, pending)
+    def acknowledged(self, sender: MemberInfo, ack: Ack) -> list[SendOutcome]:
+        """The sends that ``ack`` completes: its ``msg_id`` as it says, each of ``more`` as ok."""
+        outcomes = []
+        first = (sender, DeliveryStatus.OK if ack.ok else DeliveryStatus.FAILED, ack.error)
+        ok = (sender, DeliveryStatus.OK, "")  # ``more`` lists only sends handled without error
+        for request_id, result in ((ack.msg_id, first), *((more, ok) for more in ack.more)):
+            pending = self._pending.get(request_id)
+            if pending is None or sender.id not in pending.targets or sender.id in pending.results:
+                continue  # late, duplicate or foreign: the send already ended
+            pending.results[sender.id] = result
+            outcome = self._finish_if_done(request_id, pending)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
 
     def member_gone(self, member: MemberInfo) -> list[SendOutcome]:
         """A target left: every send still waiting on it counts it as gone."""

@@ -39,7 +39,7 @@ __all__ = [
     "encode_message",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: an ACK acknowledges several DATA at once; transfers carry rotation edges
 _MAX_MEMBERS = 4096  # a gossip list longer than this is an attack, not a cluster
 _MAX_TEXT = 1024
 
@@ -279,28 +279,48 @@ class Data(Message):
         return cls(body["id"], _SEND_MODES[mode], body["kind"], body["payload"])
 
 
+MAX_ACKED = 4096  # DATA acknowledged by one ACK: a read of that many frames is already large
+
+
 @dataclass(frozen=True, slots=True)
 class Ack(Message):
-    """Answer to a DATA sent in ``ack`` (on receipt) or ``sync`` (after it was applied) mode."""
+    """Answer to a DATA sent in ``ack`` (on receipt) or ``sync`` (after it was applied) mode.
+
+    ``more``: further DATA acknowledged as handled without error. A member answers every
+    DATA of one read of its socket with one ACK: under load the deltas of many requests
+    arrive in one read, and one frame (one encoding, one MAC, one wake-up of the sender)
+    answers them all.
+    """
 
     frame_type: ClassVar[FrameType] = FrameType.ACK
     msg_id: int
     ok: bool = True
     error: str = ""
+    more: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _int(self.msg_id, "msg_id", 0, 2**63 - 1)
         if type(self.ok) is not bool:
             raise RemoteProtocolError("field 'ok' must be a boolean")
         _text(self.error, "error", limit=256)
+        if type(self.more) is not tuple or len(self.more) > MAX_ACKED - 1:
+            raise RemoteProtocolError(f"field 'more' must list at most {MAX_ACKED - 1} message ids")
+        for msg_id in self.more:
+            _int(msg_id, "more", 0, 2**63 - 1)
 
     def body(self) -> dict[str, Any]:
-        return {"id": self.msg_id, "ok": self.ok, "error": self.error}
+        return {"id": self.msg_id, "ok": self.ok, "error": self.error, "more": list(self.more)}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Ack:
-        _fields(body, frozenset({"id", "ok", "error"}), "ACK")
-        return cls(body["id"], body["ok"], body["error"])
+        _fields(body, _ACK_FIELDS, "ACK")
+        more = body["more"]
+        if not isinstance(more, list):
+            raise RemoteProtocolError("field 'more' must be a list of message ids")
+        return cls(body["id"], body["ok"], body["error"], tuple(more))
+
+
+_ACK_FIELDS = frozenset({"id", "ok", "error", "more"})
 
 
 _BY_TYPE: dict[int, type[Message]] = {

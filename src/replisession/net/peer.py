@@ -37,6 +37,8 @@ class ConnectionOwner(Protocol):
 
     def received(self, protocol: PeerProtocol, message: Message) -> None: ...
 
+    def read_done(self, protocol: PeerProtocol) -> None: ...
+
     def refused(self, protocol: PeerProtocol, reason: str) -> None: ...
 
     def protocol_error(self, protocol: PeerProtocol, exc: RemoteProtocolError) -> None: ...
@@ -126,6 +128,8 @@ class PeerProtocol(asyncio.Protocol):
                 self.owner.established(self, event.peer)
             elif isinstance(event, Refused):
                 self.owner.refused(self, event.reason)
+        if not self.closing:
+            self.owner.read_done(self)  # what answers every message of this read can go as one
 
     def eof_received(self) -> bool | None:
         return None  # the peer is done sending: close our side too

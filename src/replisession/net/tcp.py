@@ -26,7 +26,7 @@ from ..cluster_config import ClusterConfig
 from ..errors import RemoteProtocolError, TransportError
 from ..wire.auth import derive_cluster_key
 from ..wire.connection import PeerConnection
-from ..wire.messages import MemberInfo, Message
+from ..wire.messages import FrameType, MemberInfo, Message
 from . import tls
 from .listen import bind_address, claim
 from .peer import PeerProtocol, resolve
@@ -52,6 +52,8 @@ class TransportListener(Protocol):
     def on_connected(self, peer: MemberInfo) -> None: ...
 
     def on_message(self, peer: MemberInfo, message: Message) -> None: ...
+
+    def on_read_done(self, peer: MemberInfo) -> None: ...  # every message of one read from peer was handed over
 
     def on_disconnected(self, peer: MemberInfo) -> None: ...
 
@@ -165,10 +167,11 @@ class TcpTransport:
             self._dial(address), name=f"replisession dial {_format(host, port)}"
         )
 
-    def send(self, peer_id: str, message: Message, linger: float = 0.0) -> bool:
+    def send(self, peer_id: str, message: Message | tuple[FrameType, bytes], linger: float = 0.0) -> bool:
         """Queue ``message`` on the peer's connection, to leave at the end of this turn of
         the loop or within ``linger`` seconds (see :meth:`PeerProtocol.write`); False if
-        there is no connection.
+        there is no connection. ``message`` may come encoded (``encode_message``), so that
+        a message for several members is encoded once.
 
         A message the wire layer cannot encode raises its LocalProtocolError; the
         connection stays usable.
@@ -176,7 +179,9 @@ class TcpTransport:
         protocol = self._peers.get(peer_id)
         if protocol is None or protocol.closing or protocol.transport is None or protocol.transport.is_closing():
             return False
-        protocol.write(protocol.connection.send(message), linger)
+        connection = protocol.connection
+        frame = connection.send(message) if isinstance(message, Message) else connection.send_encoded(*message)
+        protocol.write(frame, linger)
         return True
 
     def buffered(self, peer_id: str) -> int:
@@ -272,6 +277,10 @@ class TcpTransport:
     def received(self, protocol: PeerProtocol, message: Message) -> None:
         if protocol.peer is not None and not self._closed:
             self._listener.on_message(protocol.peer, message)
+
+    def read_done(self, protocol: PeerProtocol) -> None:
+        if protocol.peer is not None and not self._closed:
+            self._listener.on_read_done(protocol.peer)
 
     def refused(self, protocol: PeerProtocol, reason: str) -> None:
         # The reason is the peer's unauthenticated text: shown with repr, never trusted.

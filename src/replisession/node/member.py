@@ -33,7 +33,7 @@ from ..core.membership import (
     Probe,
     SendTo,
 )
-from ..core.messages import Ack, Data, Leave, MemberInfo, Message, SendMode
+from ..core.messages import MAX_ACKED, Ack, Data, Leave, MemberInfo, Message, SendMode, encode_message
 from ..errors import TransportError
 from ..net.multicast import MulticastDiscovery
 from ..net.probe import probe
@@ -92,6 +92,7 @@ class ClusterMember:
         self._membership: Membership | None = None
         self._local: MemberInfo | None = None
         self._waiters: dict[int, concurrent.futures.Future[SendOutcome]] = {}
+        self._acks: dict[str, list[int]] = {}  # per member: DATA of the current read to acknowledge together
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
@@ -327,10 +328,11 @@ class ClusterMember:
             if outcome is None:
                 self._waiters[request_id] = future
             blocked = []
+            encoded = encode_message(data) if len(chosen) > 1 else data  # once for every target
             for member in chosen:
                 if mode is SendMode.ASYNC and transport.buffered(member.id) >= self.config.send_queue_bytes:
                     blocked.append(member)  # backpressure: this one waits until its queue drains
-                elif not transport.send(member.id, data, linger):
+                elif not transport.send(member.id, encoded, linger):
                     for gone in self.channel.member_gone(member):
                         self._complete(gone)
         except Exception as exc:  # an unencodable or oversized message: the caller learns it
@@ -427,7 +429,7 @@ class ClusterMember:
         if isinstance(message, Data):
             delivery, ack = self.channel.received(peer, message)
             if ack is not None:
-                self._transport.send(peer.id, ack)
+                self._acks.setdefault(peer.id, []).append(ack.msg_id)
             error = None
             handler = self.handlers.get(message.kind)
             if handler is None:
@@ -441,15 +443,24 @@ class ClusterMember:
                     log.exception("handler for %r from %s failed", message.kind, peer)
                     error = f"{type(exc).__name__}: {exc}"
             self.metrics.received(message.kind, message.payload, error)
-            if delivery.needs_ack:
+            if delivery.needs_ack and error is None:
+                self._acks.setdefault(peer.id, []).append(message.msg_id)
+            elif delivery.needs_ack:
                 self._transport.send(peer.id, Channel.applied(delivery, error))
         elif isinstance(message, Ack):
-            outcome = self.channel.acknowledged(peer, message)
-            if outcome is not None:
+            for outcome in self.channel.acknowledged(peer, message):
                 self._complete(outcome)
         self._apply(self._membership.received(peer.id, message, self.clock()))
 
+    def _read_done(self, peer: MemberInfo) -> None:
+        """One ACK for every DATA of a read that was received (ack) or handled without error (sync)."""
+        ids = self._acks.pop(peer.id, None)
+        if ids and self._transport is not None:
+            for start in range(0, len(ids), MAX_ACKED):  # a read of many small frames: a few ACKs
+                self._transport.send(peer.id, Ack(ids[start], more=tuple(ids[start + 1 : start + MAX_ACKED])))
+
     def _disconnected(self, peer: MemberInfo) -> None:
+        self._acks.pop(peer.id, None)
         if self._membership is not None and not self._stopped:
             self._apply(self._membership.disconnected(peer.id, self.clock()))
 
@@ -469,6 +480,9 @@ class _TransportEvents:
 
     def on_message(self, peer: MemberInfo, message: Message) -> None:
         self._member._message(peer, message)
+
+    def on_read_done(self, peer: MemberInfo) -> None:
+        self._member._read_done(peer)
 
     def on_disconnected(self, peer: MemberInfo) -> None:
         self._member._disconnected(peer)

@@ -191,8 +191,13 @@ class PeerConnection:
         be overtaken. A :class:`LocalProtocolError` (wrong state, unencodable or too
         large message) consumes no sequence number: the connection stays usable.
         """
-        next_state = self._next_send(message.frame_type)
-        frame_type, body = encode_message(message)
+        self._next_send(message.frame_type)  # the state first: its error says more than the encoder's
+        return self.send_encoded(*encode_message(message))
+
+    def send_encoded(self, frame_type: FrameType, body: bytes) -> bytes:
+        """:meth:`send` of a message already encoded by ``encode_message``: a message for
+        several peers is encoded once, and sealed for each connection."""
+        next_state = self._next_send(frame_type)
         if len(body) > self._max_frame_size:
             raise LocalProtocolError(
                 f"{frame_type.name} body of {len(body)} bytes exceeds the maximum frame size of "
@@ -205,7 +210,7 @@ class PeerConnection:
                 body, flags = packed, FLAG_COMPRESSED
         frame = self._seal(frame_type, body, flags)
         self._state = next_state
-        return self.data_to_send() + frame
+        return self.data_to_send() + frame if self._outgoing else frame
 
     def data_to_send(self) -> bytes:
         """Bytes that receiving produced (the responder's WELCOME, the initiator's key
@@ -337,8 +342,8 @@ class PeerConnection:
         return next_state
 
     def _seal(self, frame_type: FrameType, body: bytes, flags: int) -> bytes:
-        mac = self._sealer.seal(frame_header(frame_type, flags, len(body)), body)
-        return encode_frame(frame_type, body, flags, mac)
+        header = frame_header(frame_type, flags, len(body))
+        return header + body + self._sealer.seal(header, body)
 
     def _fail(self) -> None:
         self._state = _S.ERROR

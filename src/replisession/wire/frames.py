@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from .messages import PROTOCOL_VERSION
@@ -47,11 +47,12 @@ _KNOWN_FLAGS = FLAG_COMPRESSED
 _MAX_LENGTH = 2**32 - 1  # what the u32 length field can say
 
 
-@dataclass(frozen=True, slots=True)
-class RawFrame:
+class RawFrame(NamedTuple):
     """One frame as received: not yet authenticated, body possibly compressed.
 
     ``header`` is the 9 header bytes exactly as received, because the MAC covers them.
+    A named tuple: one is made per frame received, and a tuple is cheaper to make than a
+    frozen dataclass (which sets each field through ``object.__setattr__``).
     """
 
     header: bytes
