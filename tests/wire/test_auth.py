@@ -8,6 +8,7 @@ import hmac
 import pytest
 
 from replisession.errors import RemoteProtocolError
+from replisession.wire import auth
 from replisession.wire.auth import (
     FrameOpener,
     FrameSealer,
@@ -76,6 +77,21 @@ def test_seal_is_hmac_over_seq_header_and_body() -> None:
     assert sealer.seal(b"h", b"b") == bytes.fromhex("44fd1dee6d1246f7f6fdb4074453d58a54eb1f10680710e3f00a67aec64780eb")
     expected_second = hmac.new(CLUSTER_KEY, (1).to_bytes(8, "big") + b"hb", hashlib.sha256).digest()
     assert sealer.seal(b"h", b"b") == expected_second  # same frame, next seq: a different MAC
+
+
+@pytest.mark.parametrize("openssl", [True, False], ids=["openssl-hmac", "hmac-module"])
+@pytest.mark.parametrize("size", [0, 100, 4096, 4097, 70_000])  # joined into one update up to 4096 bytes
+def test_the_mac_is_the_same_with_either_hmac_object_and_any_body(
+    monkeypatch: pytest.MonkeyPatch, openssl: bool, size: int
+) -> None:
+    if not openssl:
+        monkeypatch.setattr(auth, "_openssl_hmac", None)
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    sealer, opener = FrameSealer(CLUSTER_KEY), FrameOpener(CLUSTER_KEY)
+    for seq in range(3):
+        mac = sealer.seal(b"header567", body)
+        assert mac == hmac.new(CLUSTER_KEY, seq.to_bytes(8, "big") + b"header567" + body, hashlib.sha256).digest()
+        opener.verify(b"header567", body, mac)
 
 
 def test_frames_open_in_order() -> None:

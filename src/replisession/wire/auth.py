@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Protocol
 
 from ..errors import RemoteProtocolError
 
@@ -35,7 +36,7 @@ _JOINED = 4096  # bodies up to this size are joined to the counter and header fo
 # counter never wraps and a (key, seq) pair is never used twice.
 
 
-def _mac(keyed: hmac.HMAC, seq: int, header: bytes, body: bytes) -> bytes:
+def _mac(keyed: _Keyed, seq: int, header: bytes, body: bytes) -> bytes:
     # The header has a fixed size (and carries the body length): header + body splits one way only.
     # ``keyed`` is the HMAC state after the key: copying it skips re-deriving the pads per frame.
     mac = keyed.copy()
@@ -75,13 +76,37 @@ def derive_session_keys(cluster_key: bytes, initiator_nonce: bytes, responder_no
     )
 
 
+class _Keyed(Protocol):
+    def copy(self) -> _Keyed: ...
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+try:  # OpenSSL's HMAC object, as ``hmac.new`` uses it: copy, update and digest are C calls
+    from _hashlib import hmac_new as _openssl_hmac
+except ImportError:  # not CPython, or built without OpenSSL
+    _openssl_hmac = None  # type: ignore[assignment]
+
+
+def _keyed(key: bytes) -> _Keyed:
+    """The HMAC-SHA256 state after ``key``, copied for each frame (copy, update, digest)."""
+    if _openssl_hmac is not None:
+        try:
+            return _openssl_hmac(key, digestmod="sha256")
+        except ValueError:  # an OpenSSL that refuses it (a FIPS mode): the hmac module's own
+            pass
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 class FrameSealer:
     """Computes the MACs of the frames we send in one direction, in order."""
 
     __slots__ = ("_keyed", "_seq")
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._keyed = _keyed(key)
         self._seq = 0
 
     def seal(self, header: bytes, body: bytes) -> bytes:
@@ -97,7 +122,7 @@ class FrameOpener:
     __slots__ = ("_keyed", "_seq")
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._keyed = _keyed(key)
         self._seq = 0
 
     def verify(self, header: bytes, body: bytes, mac: bytes) -> None:

@@ -76,6 +76,7 @@ _S = ConnectionState
 _F = FrameType
 _FRAME_TYPES = {int(frame_type): frame_type for frame_type in FrameType}
 _TRAFFIC = (_F.HEARTBEAT, _F.LEAVE, _F.DATA, _F.ACK)  # the only frames after the handshake
+_TRAFFIC_TYPES = {int(frame_type): frame_type for frame_type in _TRAFFIC}
 
 # (our state, frame type we send) -> our next state. REFUSE is not here: refusal()
 # makes bytes for the net layer to send while closing, in any state.
@@ -243,6 +244,8 @@ class PeerConnection:
         Raises only :class:`RemoteProtocolError`, after which the connection is in
         state ERROR and events of earlier frames of the same chunk are dropped with it.
         """
+        if self._state is _S.ESTABLISHED:
+            return self._receive_traffic(data)
         if self._state is _S.ERROR:
             raise RemoteProtocolError("cannot receive: the connection already failed")
         if self._state is _S.CLOSED:
@@ -253,6 +256,28 @@ class PeerConnection:
                 events.extend(self._receive_frame(frame))
                 if events and isinstance(events[-1], Refused):  # the connection is over; ignore what follows
                     break
+        except RemoteProtocolError:
+            self._fail()
+            raise
+        except Exception as exc:  # a bug must still cost only this connection
+            self._fail()
+            raise RemoteProtocolError(f"unexpected error while reading a frame: {exc!r}") from exc
+        return events
+
+    def _receive_traffic(self, data: bytes) -> list[Event]:
+        """:meth:`receive_data` once established, the state of every replication message:
+        only traffic frames may come, so each is authenticated and decoded straight away."""
+        events: list[Event] = []
+        try:
+            for frame in self._decoder.feed(data):
+                frame_type = _TRAFFIC_TYPES.get(frame.frame_type)
+                if frame_type is None:  # the general path refuses it, naming an unknown type or one out of place
+                    events.extend(self._receive_frame(frame))
+                    continue
+                self._opener.verify(frame.header, frame.body, frame.mac)
+                compressed = frame.flags & FLAG_COMPRESSED
+                body = decompress(frame.body, self._max_frame_size) if compressed else frame.body
+                events.append(Received(decode_message(frame_type, body)))
         except RemoteProtocolError:
             self._fail()
             raise
