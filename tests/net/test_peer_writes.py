@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 
 from replisession.net.peer import PeerProtocol
+from replisession.wire.auth import derive_cluster_key
+from replisession.wire.connection import PeerConnection, Received
+from replisession.wire.frames import FrameDecoder
+from replisession.wire.messages import Data, FrameType, Leave, MemberInfo, SendMode, encode_message
 
 
 class FakeTransport:
@@ -141,3 +145,47 @@ async def test_nothing_is_written_after_the_connection_was_lost() -> None:
     await next_turns()
     assert transport.writes == []
     assert peer.buffered == 0
+
+
+def established_pair() -> tuple[PeerConnection, PeerConnection]:
+    key = derive_cluster_key(b"peer-writes")
+    ours = PeerConnection(initiator=True, local=ALICE, cluster="c", cluster_key=key)
+    theirs = PeerConnection(initiator=False, local=BOB, cluster="c", cluster_key=key)
+    theirs.receive_data(ours.initiate())
+    ours.receive_data(theirs.data_to_send())
+    theirs.receive_data(ours.data_to_send())
+    return ours, theirs
+
+
+ALICE = MemberInfo("alice", "127.0.0.1", 4001, "a" * 32)
+BOB = MemberInfo("bob", "127.0.0.1", 4002, "b" * 32)
+
+
+@pytest.mark.asyncio
+async def test_messages_of_one_turn_are_sealed_as_one_batch_frame_in_order() -> None:
+    peer, transport = protocol()
+    ours, theirs = established_pair()
+    peer.connection = ours
+    deltas = [Data(n, SendMode.SYNC, "delta", {"n": n}) for n in range(3)]
+    for message in deltas:
+        peer.send(*encode_message(message))
+    peer.write(b"")  # already sealed bytes (a refusal, in real life) keep their place between runs
+    peer.send(*encode_message(Leave()))
+    assert transport.writes == []
+    await next_turns()
+    [wire] = transport.writes
+    assert [frame.frame_type for frame in FrameDecoder().feed(wire)] == [FrameType.BATCH, FrameType.LEAVE]
+    assert theirs.receive_data(wire) == [Received(message) for message in [*deltas, Leave()]]
+    assert peer.owner.bytes_sent == len(wire)
+
+
+@pytest.mark.asyncio
+async def test_messages_queued_on_a_connection_that_closed_meanwhile_are_dropped() -> None:
+    peer, transport = protocol()
+    ours, _ = established_pair()
+    peer.connection = ours
+    peer.write(b"sealed before")
+    peer.send(*encode_message(Leave()))
+    ours.close()  # as the transport does when the member goes
+    await next_turns()
+    assert transport.writes == [b"sealed before"]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from replisession.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from replisession.wire import connection as connection_module
+from replisession.wire import messages as messages_module
 from replisession.wire.auth import FrameSealer, derive_cluster_key, derive_session_keys, derive_welcome_key
 from replisession.wire.connection import ConnectionState, Established, Event, PeerConnection, Received, Refused
 from replisession.wire.frames import FLAG_COMPRESSED, HEADER_SIZE, FrameDecoder, compress, encode_frame, frame_header
@@ -536,7 +537,7 @@ def test_another_frame_version() -> None:
     fails(make(False), bytes(frame), r"^unsupported frame version 1 \(we speak 2\)$")
 
 
-@pytest.mark.parametrize("frame_type", [0, 8, 99, 255])
+@pytest.mark.parametrize("frame_type", [0, 9, 99, 255])
 def test_an_unknown_frame_type(frame_type: int) -> None:
     _, responder = established()
     fails(responder, forge(frame_type, {}, I2R), f"^unknown frame type {frame_type}$")
@@ -692,3 +693,60 @@ def test_nothing_after_a_refusal_is_read() -> None:
     assert initiator.receive_data(refusal + refusal) == [Refused("x" * 256)]
     assert initiator.state is S.CLOSED
     assert initiator.receive_data(b"anything at all") == []
+
+
+# -- several messages sealed together -------------------------------------------------------
+
+
+def encoded(*messages: Message) -> list[tuple[FrameType, bytes]]:
+    return [encode_message(message) for message in messages]
+
+
+def test_messages_sealed_together_are_one_batch_frame_received_in_order() -> None:
+    initiator, responder = established()
+    messages = [Data(n, SendMode.SYNC, "delta", {"n": n}) for n in range(5)] + [Ack(9, more=(10,)), Heartbeat()]
+    wire = initiator.seal(encoded(*messages))
+    assert [frame.frame_type for frame in FrameDecoder(MAX).feed(wire)] == [FrameType.BATCH]
+    assert responder.receive_data(wire) == [Received(message) for message in messages]
+    # One message alone is its own frame; the sequence numbers run on across both kinds.
+    wire = initiator.seal(encoded(Leave()))
+    assert [frame.frame_type for frame in FrameDecoder(MAX).feed(wire)] == [FrameType.LEAVE]
+    assert responder.receive_data(wire) == [Received(Leave())]
+
+
+def test_a_batch_larger_than_a_frame_is_split_in_order() -> None:
+    initiator, responder = established()
+    messages = [Data(n, SendMode.ASYNC, "delta", {"blob": bytes(300)}) for n in range(10)]
+    wire = initiator.seal(encoded(*messages))
+    frames = FrameDecoder(MAX).feed(wire)
+    assert len(frames) > 1
+    assert all(len(frame.body) <= MAX for frame in frames)
+    assert responder.receive_data(wire) == [Received(message) for message in messages]
+
+
+def test_a_batch_right_after_the_key_confirmation_establishes_the_responder() -> None:
+    initiator, responder = confirming()
+    initiator.receive_data(responder.data_to_send())  # WELCOME: the confirmation is queued
+    wire = initiator.data_to_send() + initiator.seal(encoded(Data(1, SendMode.ASYNC, "k", None), Leave()))
+    assert responder.receive_data(wire) == [
+        Established(ALICE),
+        Received(Heartbeat()),
+        Received(Data(1, SendMode.ASYNC, "k", None)),
+        Received(Leave()),
+    ]
+
+
+def test_check_send_refuses_what_sealing_would_refuse_and_consumes_nothing() -> None:
+    initiator, responder = established()
+    with pytest.raises(LocalProtocolError, match=r"^DATA body of 1025 bytes exceeds the maximum frame size"):
+        initiator.check_send(FrameType.DATA, bytes(1025))
+    with pytest.raises(LocalProtocolError, match=r"^cannot send HELLO in state ESTABLISHED$"):
+        initiator.check_send(FrameType.HELLO, b"")
+    initiator.check_send(FrameType.DATA, bytes(10))
+    assert responder.receive_data(initiator.send(Leave())) == [Received(Leave())]
+
+
+def test_a_forged_batch_is_refused_before_it_is_decoded() -> None:
+    _, responder = established()
+    body = messages_module.batch_body(encoded(Leave(), Leave()))
+    fails(responder, forge(FrameType.BATCH, body, R2I, seq=1), AUTH_FAILED.format(1))

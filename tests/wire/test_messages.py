@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from replisession.errors import RemoteProtocolError
+from replisession.errors import LocalProtocolError, RemoteProtocolError
 from replisession.wire import messages
 from replisession.wire.messages import (
     PROTOCOL_VERSION,
@@ -24,6 +24,8 @@ from replisession.wire.messages import (
     Refuse,
     SendMode,
     Welcome,
+    batch_body,
+    decode_batch,
     decode_message,
     encode_message,
 )
@@ -161,3 +163,49 @@ def test_an_unexpected_schema_error_is_a_remote_protocol_error(monkeypatch: pyte
     with pytest.raises(RemoteProtocolError, match=r"^malformed Ack: unexpected$") as info:
         decode_message(FrameType.ACK, packed({"id": 1, "ok": True, "error": ""}))
     assert isinstance(info.value.__cause__, TypeError)
+
+
+# -- BATCH: several messages of an established connection in one frame -----------------------
+
+BATCHABLE = [
+    Data(7, SendMode.SYNC, "delta", {"k": [1, b"2", None]}),
+    Ack(8, more=(9, 10)),
+    Heartbeat((ALICE,)),
+    Data(11, SendMode.ASYNC, "access", {"id": "s1"}),
+    Leave(),
+]
+
+
+def test_a_batch_round_trips_in_order() -> None:
+    body = batch_body(encode_message(message) for message in BATCHABLE)
+    assert decode_batch(body) == BATCHABLE
+
+
+def test_only_the_messages_of_an_established_connection_are_batched() -> None:
+    with pytest.raises(LocalProtocolError, match=r"^a HELLO message cannot go in a batch$"):
+        batch_body([encode_message(Hello("prod", ALICE, NONCE)), encode_message(Leave())])
+
+
+LEAVE_BODY = encode_message(Leave())[1]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "BATCH body must hold pairs of a frame type and a message"),
+        (packed(FrameType.LEAVE), "BATCH body must hold pairs of a frame type and a message"),
+        (packed(FrameType.LEAVE) + LEAVE_BODY + packed(FrameType.DATA), "BATCH body must hold pairs"),
+        (packed(FrameType.ACK) + packed({"id": 1, "ok": True, "error": ""})[:-2], "BATCH body ends inside a message"),
+        (packed(FrameType.HELLO) + LEAVE_BODY, "frame type 1 cannot be in a batch"),
+        (packed(FrameType.BATCH) + LEAVE_BODY, "frame type 8 cannot be in a batch"),
+        (packed("6") + LEAVE_BODY, "frame type '6' cannot be in a batch"),
+        (packed(True) + LEAVE_BODY, "frame type True cannot be in a batch"),
+        (packed(FrameType.LEAVE) + packed([]), "Leave body must be a map"),
+        (packed(FrameType.ACK) + packed({"id": -1, "ok": True, "error": "", "more": []}), "field 'msg_id' must be"),
+        (packed(FrameType.LEAVE) + LEAVE_BODY + b"\xc1", "BATCH body is not valid msgpack: "),
+        (packed(FrameType.LEAVE) + b"\xd4\x01x", "msgpack extension type 1 is not allowed in peer messages"),
+    ],
+)
+def test_malformed_batches_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=f"^{re.escape(message)}"):
+        decode_batch(body)

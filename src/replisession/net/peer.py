@@ -15,9 +15,9 @@ import socket
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from ..errors import RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..wire.connection import Established, PeerConnection, Received, Refused
-from ..wire.messages import MemberInfo, Message
+from ..wire.messages import FrameType, MemberInfo, Message
 from .flow import WriteFlowControl
 
 __all__ = ["ConnectionOwner", "PeerProtocol", "endpoint", "no_delay", "resolve"]
@@ -77,10 +77,11 @@ class PeerProtocol(asyncio.Protocol):
         self.concluded: asyncio.Future[None] = loop.create_future()  # the handshake ended, either way
         self.lost: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
-        # Frames written during one turn of the loop leave in one write at its end: one
+        # Messages sent during one turn of the loop leave in one write at its end: one
         # system call and one wake-up of the peer for the deltas of every request that
-        # finished in that turn (and every acknowledgement of one received chunk).
-        self._pending: list[bytes] = []
+        # finished in that turn, sealed together as one frame (a BATCH) when they are
+        # several. Items are frames already sealed (bytes) or encoded messages to seal.
+        self._pending: list[bytes | tuple[FrameType, bytes]] = []
         self._pending_bytes = 0
         self._flush: asyncio.Handle | None = None
         self._lingering = False  # _flush is a call_later (uvloop's timer handles are no asyncio.TimerHandle)
@@ -152,16 +153,23 @@ class PeerProtocol(asyncio.Protocol):
 
     # -- helpers for the transport -----------------------------------------------------------
 
+    def send(self, frame_type: FrameType, body: bytes, linger: float = 0.0) -> None:
+        """Queue an encoded message (checked with ``connection.check_send``), to be sealed
+        with the others of this turn when it is written (see :meth:`write`)."""
+        self._queue((frame_type, body), len(body), linger)
+
     def write(self, data: bytes, linger: float = 0.0) -> None:
         """Queue ``data``; it is written, with whatever else this turn of the loop queued,
         once the turn ends, or at most ``linger`` seconds later (async replication: the
         deltas of several requests then share one write and one wake-up of the peer).
         Bytes queued without a linger take everything queued before them along."""
+        self._queue(data, len(data), linger)
+
+    def _queue(self, item: bytes | tuple[FrameType, bytes], size: int, linger: float) -> None:
         if self.transport is None or self.closing:
             return
-        self.owner.bytes_sent += len(data)
-        self._pending.append(data)
-        self._pending_bytes += len(data)
+        self._pending.append(item)
+        self._pending_bytes += size
         if self._pending_bytes >= self._send_queue_bytes:
             self.flush()  # large: at once, so the transport's flow control sees it
         elif linger <= 0 and (self._flush is None or self._lingering):
@@ -172,12 +180,35 @@ class PeerProtocol(asyncio.Protocol):
             self._lingering = True
 
     def flush(self) -> None:
-        """Write what is queued now."""
+        """Seal and write what is queued now, in the order it was queued."""
         self._cancel_flush()
-        if self._pending and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._pending) if len(self._pending) > 1 else self._pending[0])
-        self._pending.clear()
+        pending = self._pending
+        if pending and self.transport is not None and not self.transport.is_closing():
+            data = pending[0] if len(pending) == 1 and type(pending[0]) is bytes else self._sealed(pending)
+            if data:
+                self.owner.bytes_sent += len(data)
+                self.transport.write(data)
+        pending.clear()
         self._pending_bytes = 0
+
+    def _sealed(self, pending: list[bytes | tuple[FrameType, bytes]]) -> bytes:
+        """The queued frames, each run of encoded messages sealed as one (or a BATCH)."""
+        out: list[bytes] = []
+        run: list[tuple[FrameType, bytes]] = []
+        try:
+            for item in pending:
+                if type(item) is bytes:
+                    if run:
+                        out.append(self.connection.seal(run))
+                        run = []
+                    out.append(item)
+                else:
+                    run.append(item)  # type: ignore[arg-type]
+            if run:
+                out.append(self.connection.seal(run))
+        except LocalProtocolError:  # the connection closed after they were queued: they go with it
+            pass
+        return b"".join(out)
 
     @property
     def buffered(self) -> int:

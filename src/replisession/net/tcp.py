@@ -26,7 +26,7 @@ from ..cluster_config import ClusterConfig
 from ..errors import RemoteProtocolError, TransportError
 from ..wire.auth import derive_cluster_key
 from ..wire.connection import PeerConnection
-from ..wire.messages import FrameType, MemberInfo, Message
+from ..wire.messages import FrameType, MemberInfo, Message, encode_message
 from . import tls
 from .listen import bind_address, claim
 from .peer import PeerProtocol, resolve
@@ -179,9 +179,9 @@ class TcpTransport:
         protocol = self._peers.get(peer_id)
         if protocol is None or protocol.closing or protocol.transport is None or protocol.transport.is_closing():
             return False
-        connection = protocol.connection
-        frame = connection.send(message) if isinstance(message, Message) else connection.send_encoded(*message)
-        protocol.write(frame, linger)
+        frame_type, body = encode_message(message) if isinstance(message, Message) else message
+        protocol.connection.check_send(frame_type, body)
+        protocol.send(frame_type, body, linger)  # sealed when written, with the others of this turn
         return True
 
     def buffered(self, peer_id: str) -> int:

@@ -52,6 +52,8 @@ from .messages import (
     Message,
     Refuse,
     Welcome,
+    batch_body,
+    decode_batch,
     decode_message,
     encode_message,
 )
@@ -75,7 +77,7 @@ class ConnectionState(enum.Enum):
 _S = ConnectionState
 _F = FrameType
 _FRAME_TYPES = {int(frame_type): frame_type for frame_type in FrameType}
-_TRAFFIC = (_F.HEARTBEAT, _F.LEAVE, _F.DATA, _F.ACK)  # the only frames after the handshake
+_TRAFFIC = (_F.HEARTBEAT, _F.LEAVE, _F.DATA, _F.ACK, _F.BATCH)  # the only frames after the handshake
 _TRAFFIC_TYPES = {int(frame_type): frame_type for frame_type in _TRAFFIC}
 
 # (our state, frame type we send) -> our next state. REFUSE is not here: refusal()
@@ -213,6 +215,37 @@ class PeerConnection:
         self._state = next_state
         return self.data_to_send() + frame if self._outgoing else frame
 
+    def check_send(self, frame_type: FrameType, body: bytes) -> None:
+        """Raise the :class:`LocalProtocolError` that :meth:`send_encoded` would raise for this
+        message now (wrong state, too large), without sealing it: for a caller that seals
+        later, with :meth:`seal`."""
+        self._next_send(frame_type)
+        if len(body) > self._max_frame_size:
+            raise LocalProtocolError(
+                f"{frame_type.name} body of {len(body)} bytes exceeds the maximum frame size of "
+                f"{self._max_frame_size} bytes"
+            )
+
+    def seal(self, encoded: list[tuple[FrameType, bytes]]) -> bytes:
+        """The frames of several encoded messages, in order: one frame for one message,
+        else BATCH frames of as many messages as fit in the maximum frame size."""
+        if len(encoded) == 1:
+            return self.send_encoded(*encoded[0])
+        frames: list[bytes] = []
+        group: list[tuple[FrameType, bytes]] = []
+        size = 0
+        for item in encoded:
+            if group and size + 1 + len(item[1]) > self._max_frame_size:
+                frames.append(self._seal_group(group))
+                group, size = [], 0
+            group.append(item)
+            size += 1 + len(item[1])
+        frames.append(self._seal_group(group))
+        return b"".join(frames)
+
+    def _seal_group(self, group: list[tuple[FrameType, bytes]]) -> bytes:
+        return self.send_encoded(*group[0]) if len(group) == 1 else self.send_encoded(_F.BATCH, batch_body(group))
+
     def data_to_send(self) -> bytes:
         """Bytes that receiving produced (the responder's WELCOME, the initiator's key
         confirmation), cleared as they are returned."""
@@ -277,7 +310,10 @@ class PeerConnection:
                 self._opener.verify(frame.header, frame.body, frame.mac)
                 compressed = frame.flags & FLAG_COMPRESSED
                 body = decompress(frame.body, self._max_frame_size) if compressed else frame.body
-                events.append(Received(decode_message(frame_type, body)))
+                if frame_type is _F.BATCH:
+                    events.extend(Received(message) for message in decode_batch(body))
+                else:
+                    events.append(Received(decode_message(frame_type, body)))
         except RemoteProtocolError:
             self._fail()
             raise
@@ -300,6 +336,13 @@ class PeerConnection:
         # Authenticated before inflated: apart from a (bounded) REFUSE, only a key holder
         # can make us decompress anything.
         body = decompress(frame.body, self._max_frame_size) if frame.flags & FLAG_COMPRESSED else frame.body
+        if frame_type is _F.BATCH:  # traffic, as the table says: the state is CONFIRMING or ESTABLISHED
+            batch: list[Event] = [Received(message) for message in decode_batch(body)]
+            if self._state is _S.CONFIRMING:
+                assert self._peer is not None
+                batch.insert(0, Established(self._peer))
+            self._state = next_state
+            return batch
         message = decode_message(frame_type, body)
         events: list[Event] = []
         if isinstance(message, Hello):
