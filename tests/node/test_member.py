@@ -13,7 +13,7 @@ import pytest
 from replisession import ClusterConfig
 from replisession.cli import demo_cluster
 from replisession.core.channel import DeliveryStatus
-from replisession.core.messages import Ack, MemberInfo, SendMode
+from replisession.core.messages import Ack, Leave, MemberInfo, SendMode
 from replisession.node import ClusterMember
 
 
@@ -114,6 +114,30 @@ def test_the_data_of_one_read_is_acknowledged_by_one_ack(pair: tuple[ClusterMemb
     acknowledged = [msg_id for ack in sent for msg_id in (ack.msg_id, *ack.more)]
     assert sorted(acknowledged) == sorted(future.result().request_id for future in futures)
     assert len(sent) < 40  # TCP may split the write into a few reads, never into 40
+
+
+def test_data_acknowledged_in_a_read_that_ends_with_a_leave_is_still_acknowledged(
+    pair: tuple[ClusterMember, ClusterMember],
+) -> None:
+    # A member that stops right after a sync send: its DATA and its LEAVE reach the peer
+    # in one read, and the peer's acknowledgement must leave before it closes the connection.
+    a, b = pair
+    applied: list[int] = []
+    b.on("note", lambda sender, payload: applied.append(payload))
+    futures: list[Any] = []
+    assert a._transport is not None
+    transport = a._transport
+
+    def send_then_leave(sender: MemberInfo, payload: Any) -> None:
+        futures.append(a.send("note", 1, SendMode.SYNC))  # on a's loop: written in this turn
+        transport.send(sender.id, Leave())  # the same turn: the same write, after the DATA
+
+    a.on("go", send_then_leave)
+    b.send("go", None, SendMode.ASYNC)
+    eventually(lambda: bool(futures))
+    outcome = futures[0].result(5)
+    assert applied == [1]
+    assert outcome.ok, outcome.failures()
 
 
 def test_a_silent_target_times_out_and_a_dead_one_is_gone(pair: tuple[ClusterMember, ClusterMember]) -> None:

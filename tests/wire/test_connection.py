@@ -19,6 +19,8 @@ from replisession.wire.auth import FrameSealer, derive_cluster_key, derive_sessi
 from replisession.wire.connection import ConnectionState, Established, Event, PeerConnection, Received, Refused
 from replisession.wire.frames import FLAG_COMPRESSED, HEADER_SIZE, FrameDecoder, compress, encode_frame, frame_header
 from replisession.wire.messages import (
+    BATCH_BYTES,
+    MAX_BATCH,
     Ack,
     Data,
     FrameType,
@@ -750,3 +752,31 @@ def test_a_forged_batch_is_refused_before_it_is_decoded() -> None:
     _, responder = established()
     body = messages_module.batch_body(encoded(Leave(), Leave()))
     fails(responder, forge(FrameType.BATCH, body, R2I, seq=1), AUTH_FAILED.format(1))
+
+
+def test_batches_fit_any_member_whatever_the_senders_maximum_frame_size() -> None:
+    # The sender accepts 16 MiB frames, the receiver only 64 KiB (the smallest allowed):
+    # messages that each fit the receiver must never reach it in one frame too large.
+    initiator, small = make(True, max_frame_size=16 * 1024 * 1024), make(False, max_frame_size=64 * 1024)
+    small.receive_data(initiator.initiate())
+    initiator.receive_data(small.data_to_send())
+    small.receive_data(initiator.data_to_send())
+    messages = [Data(n, SendMode.ASYNC, "delta", {"blob": bytes(5000)}) for n in range(40)]
+    wire = initiator.seal(encoded(*messages))
+    assert all(len(frame.body) <= BATCH_BYTES for frame in FrameDecoder(16 * 1024 * 1024).feed(wire))
+    assert small.receive_data(wire) == [Received(message) for message in messages]
+
+
+def test_a_batch_holds_at_most_max_batch_messages() -> None:
+    initiator, responder = established(max_frame_size=16 * 1024 * 1024)
+    messages = [Heartbeat()] * (MAX_BATCH + 5)
+    wire = initiator.seal(encoded(*messages))
+    frames = FrameDecoder(16 * 1024 * 1024).feed(wire)
+    assert [frame.frame_type for frame in frames] == [FrameType.BATCH, FrameType.BATCH]
+    assert len(responder.receive_data(wire)) == MAX_BATCH + 5
+
+
+def test_a_batch_is_never_sent_as_a_message() -> None:
+    initiator, _ = established()
+    with pytest.raises(LocalProtocolError, match=r"^a BATCH is made by seal\(\), not sent$"):
+        initiator.check_send(FrameType.BATCH, b"")

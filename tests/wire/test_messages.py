@@ -202,6 +202,9 @@ LEAVE_BODY = encode_message(Leave())[1]
         (packed(True) + LEAVE_BODY, "frame type True cannot be in a batch"),
         (packed(FrameType.LEAVE) + packed([]), "Leave body must be a map"),
         (packed(FrameType.ACK) + packed({"id": -1, "ok": True, "error": "", "more": []}), "field 'msg_id' must be"),
+        (b"\x05\x80\x81", "BATCH body ends inside a message"),  # a map header with no entry after it
+        (b"\x05\x80\x93\x06\x80", "BATCH body ends inside a message"),  # an array short of one item
+        ((packed(FrameType.LEAVE) + LEAVE_BODY) * 4097, "a BATCH holds at most 4096 messages"),
         (packed(FrameType.LEAVE) + LEAVE_BODY + b"\xc1", "BATCH body is not valid msgpack: "),
         (packed(FrameType.LEAVE) + b"\xd4\x01x", "msgpack extension type 1 is not allowed in peer messages"),
     ],

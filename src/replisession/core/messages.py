@@ -23,6 +23,8 @@ import msgpack
 from ..errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "BATCH_BYTES",
+    "MAX_BATCH",
     "PROTOCOL_VERSION",
     "Ack",
     "Data",
@@ -344,6 +346,9 @@ def encode_message(message: Message) -> tuple[FrameType, bytes]:
     return message.frame_type, body
 
 
+MAX_BATCH = 4096  # messages in one BATCH frame
+BATCH_BYTES = 64 * 1024  # a BATCH body's size: no more than the smallest maximum frame size a member may set
+
 #: What a BATCH frame may carry: the messages of an established connection, never a batch.
 _BATCHED: dict[int, type[Message]] = {cls.frame_type: cls for cls in (Heartbeat, Leave, Data, Ack)}
 
@@ -374,13 +379,19 @@ def decode_batch(body: bytes) -> list[Message]:
         raw=False, ext_hook=_no_extensions, strict_map_key=True, use_list=True, max_buffer_size=max(len(body), 1)
     )
     unpacker.feed(body)
+    items: list[Any] = []
+    end = 0  # where the last whole item ended (tell() also counts a partly read header)
     try:
-        items = list(unpacker)
+        for item in unpacker:
+            items.append(item)
+            end = unpacker.tell()
+            if len(items) > 2 * MAX_BATCH:  # a compressed frame of tiny messages must not become millions
+                raise RemoteProtocolError(f"a BATCH holds at most {MAX_BATCH} messages")
     except RemoteProtocolError:
         raise
     except Exception as exc:  # msgpack raises several types for garbage
         raise RemoteProtocolError(f"BATCH body is not valid msgpack: {exc}") from exc
-    if unpacker.tell() != len(body):
+    if end != len(body):
         raise RemoteProtocolError("BATCH body ends inside a message")
     if not items or len(items) % 2:
         raise RemoteProtocolError("BATCH body must hold pairs of a frame type and a message")

@@ -17,6 +17,7 @@ from typing import Any, Protocol, cast
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..wire.connection import Established, PeerConnection, Received, Refused
+from ..wire.frames import HEADER_SIZE, MAC_SIZE
 from ..wire.messages import FrameType, MemberInfo, Message
 from .flow import WriteFlowControl
 
@@ -156,7 +157,7 @@ class PeerProtocol(asyncio.Protocol):
     def send(self, frame_type: FrameType, body: bytes, linger: float = 0.0) -> None:
         """Queue an encoded message (checked with ``connection.check_send``), to be sealed
         with the others of this turn when it is written (see :meth:`write`)."""
-        self._queue((frame_type, body), len(body), linger)
+        self._queue((frame_type, body), HEADER_SIZE + len(body) + MAC_SIZE, linger)
 
     def write(self, data: bytes, linger: float = 0.0) -> None:
         """Queue ``data``; it is written, with whatever else this turn of the loop queued,

@@ -379,6 +379,7 @@ class ClusterMember:
             elif isinstance(effect, Probe):
                 self._spawn(self._probe(effect.member))
             elif isinstance(effect, Disconnect):
+                self._read_done(effect.member)  # what this read acknowledged leaves before the close
                 transport.disconnect(effect.member.id)
             elif isinstance(effect, MemberJoined):
                 log.info("member joined: %s", effect.member)

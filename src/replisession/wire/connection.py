@@ -44,6 +44,8 @@ from .frames import (
     frame_header,
 )
 from .messages import (
+    BATCH_BYTES,
+    MAX_BATCH,
     PROTOCOL_VERSION,
     FrameType,
     Heartbeat,
@@ -219,6 +221,8 @@ class PeerConnection:
         """Raise the :class:`LocalProtocolError` that :meth:`send_encoded` would raise for this
         message now (wrong state, too large), without sealing it: for a caller that seals
         later, with :meth:`seal`."""
+        if frame_type is _F.BATCH:
+            raise LocalProtocolError("a BATCH is made by seal(), not sent")
         self._next_send(frame_type)
         if len(body) > self._max_frame_size:
             raise LocalProtocolError(
@@ -228,23 +232,27 @@ class PeerConnection:
 
     def seal(self, encoded: list[tuple[FrameType, bytes]]) -> bytes:
         """The frames of several encoded messages, in order: one frame for one message,
-        else BATCH frames of as many messages as fit in the maximum frame size."""
+        else BATCH frames, each of at most ``BATCH_BYTES`` (every member accepts that much,
+        whatever its own maximum frame size) and ``MAX_BATCH`` messages; a message larger
+        than that goes alone. Every body is built before any is sealed, so an error seals nothing."""
         if len(encoded) == 1:
             return self.send_encoded(*encoded[0])
-        frames: list[bytes] = []
+        limit = min(BATCH_BYTES, self._max_frame_size)
+        frames: list[tuple[FrameType, bytes]] = []
         group: list[tuple[FrameType, bytes]] = []
         size = 0
         for item in encoded:
-            if group and size + 1 + len(item[1]) > self._max_frame_size:
-                frames.append(self._seal_group(group))
+            if group and (size + 1 + len(item[1]) > limit or len(group) == MAX_BATCH):
+                frames.append(self._group(group))
                 group, size = [], 0
             group.append(item)
             size += 1 + len(item[1])
-        frames.append(self._seal_group(group))
-        return b"".join(frames)
+        frames.append(self._group(group))
+        return b"".join([self.send_encoded(frame_type, body) for frame_type, body in frames])
 
-    def _seal_group(self, group: list[tuple[FrameType, bytes]]) -> bytes:
-        return self.send_encoded(*group[0]) if len(group) == 1 else self.send_encoded(_F.BATCH, batch_body(group))
+    @staticmethod
+    def _group(group: list[tuple[FrameType, bytes]]) -> tuple[FrameType, bytes]:
+        return group[0] if len(group) == 1 else (_F.BATCH, batch_body(group))
 
     def data_to_send(self) -> bytes:
         """Bytes that receiving produced (the responder's WELCOME, the initiator's key
