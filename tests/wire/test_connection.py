@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from replisession.cluster_config import MIN_FRAME_SIZE
 from replisession.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from replisession.wire import connection as connection_module
 from replisession.wire import messages as messages_module
@@ -780,3 +781,7 @@ def test_a_batch_is_never_sent_as_a_message() -> None:
     initiator, _ = established()
     with pytest.raises(LocalProtocolError, match=r"^a BATCH is made by seal\(\), not sent$"):
         initiator.check_send(FrameType.BATCH, b"")
+
+
+def test_a_batch_fits_the_smallest_maximum_frame_size_a_member_may_set() -> None:
+    assert BATCH_BYTES == MIN_FRAME_SIZE
