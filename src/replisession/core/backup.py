@@ -44,7 +44,7 @@ from typing import Any
 from .copies import stamp_of
 from .delta import SessionDelta
 from .messages import MemberInfo
-from .payloads import ACCESS, DELTA, MISSING, PLACEMENT, check, check_placements
+from .payloads import ACCESS, MISSING, PLACEMENT, check, check_delta, check_placements
 from .placement import Placement, batched, place
 from .replication import DeltaManager, Outgoing
 from .session import Session
@@ -154,7 +154,7 @@ class BackupManager(DeltaManager):
                 return self._ask(sender, session_id, now)
             return super().receive(sender, kind, payload, now)
         if kind == "delta":
-            body = check(payload, DELTA)
+            body = check_delta(payload)
             session_id = self._resolve(body["id"])
             prev = body["prev"]
             held = session_id in self.store or (prev is not None and self._resolve(prev) in self.store)

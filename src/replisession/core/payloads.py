@@ -23,6 +23,7 @@ __all__ = [
     "SESSIONS",
     "WANT",
     "check",
+    "check_delta",
     "check_entry",
     "check_packed",
     "check_placements",
@@ -89,6 +90,33 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
         if len(payload["ids"]) > MAX_IDS or not all(isinstance(i, str) for i in payload["ids"]):
             raise RemoteProtocolError("replication field 'ids' is malformed")
     return payload
+
+
+_DELTA_FIELDS = frozenset(DELTA)
+
+
+def check_delta(payload: Any) -> Mapping[str, Any]:
+    """:func:`check` of a DELTA, the message of every write: the same rules written out,
+    several times cheaper than walking the schema. Anything it does not accept goes to
+    :func:`check`, which names what is wrong (or accepts what this reads more strictly)."""
+    if (
+        type(payload) is dict
+        and payload.keys() == _DELTA_FIELDS
+        and type(payload["id"]) is str
+        and (payload["prev"] is None or type(payload["prev"]) is str)
+        and type(payload["owner"]) is str
+        and _is_stamp(payload["stamp"])
+        and type(payload["sets"]) is dict
+        and all(type(k) is str and type(v) is bytes for k, v in payload["sets"].items())
+        and type(payload["removes"]) is list
+        and all(type(k) is str for k in payload["removes"])
+        and type(payload["destroyed"]) is bool
+        and type(payload["expired"]) is bool
+        and (payload["mii"] is None or _is_seconds(payload["mii"]))
+        and _is_seconds(payload["age"])
+    ):
+        return payload
+    return check(payload, DELTA)
 
 
 def check_entry(entry: Any) -> list[Any]:

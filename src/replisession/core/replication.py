@@ -55,7 +55,7 @@ from .copies import ZERO, CopyWriter, Meta, stamp_of
 from .delta import SessionDelta
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
-from .payloads import ACCESS, DELTA, MAX_IDS, SESSIONS, WANT, check, check_entry, check_packed, check_want
+from .payloads import ACCESS, MAX_IDS, SESSIONS, WANT, check, check_delta, check_entry, check_packed, check_want
 from .rotations import Rotations, Stamp
 from .session import Session
 from .store import Dormant, SessionStore
@@ -201,7 +201,7 @@ class DeltaManager:
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         """Apply a message from ``sender``; returns replies (a state transfer's batches come from :meth:`stream`)."""
         if kind == "delta":
-            self._apply_delta(check(payload, DELTA), now)
+            self._apply_delta(check_delta(payload), now)
         elif kind == "access":
             self._apply_access(check(payload, ACCESS), now)
         elif kind == "sessions":
