@@ -175,13 +175,19 @@ class Replicator(ClusterListener):
         last (the balancer returned to us: a flip-flop); its copy is the newest.
         """
         manager = self.manager
-        if manager is None or manager.is_dead(session_id):
+        if manager is None:
+            return None
+        members = self.member.members()
+        if not members:
+            return None  # nobody to ask (and the member may still be starting)
+        if route == self.member.local.route and self.store.peek(session_id) is not None:
+            with self.store.lock:
+                if manager.successor(session_id) is None:
+                    return None  # the usual request: a session this member served last, held here
+        if manager.is_dead(session_id):
             return None
         with self.store.lock:
             session_id = manager.successor(session_id) or session_id  # a losing rotation: the winner's copy
-        members = self.member.members()
-        if not members:
-            return None
         same_route = [m for m in members if route is not None and m.route == route]
         if manager.locates and self.store.peek(session_id) is None:
             targets = members  # copies are on a few members: ask them all
