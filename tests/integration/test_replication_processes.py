@@ -10,6 +10,7 @@ read; ``send_failure=fail`` answers 503 when a member cannot acknowledge a write
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import time
@@ -118,6 +119,31 @@ def test_a_member_started_later_serves_every_existing_session_on_its_first_read(
         state, set_cookie = state_of(fourth, cookie)
         assert state == {**expected, "route": "node4"}, cluster.logs()
         assert set_cookie == FASTAPI.set_cookie(value, "node4")
+
+
+def test_concurrent_writes_through_one_member_all_reach_every_member(
+    new_cluster: Callable[[Example], Cluster],
+) -> None:
+    # Requests that end in the same turn of node1's loop send their deltas to each peer in
+    # one BATCH frame, and each peer answers one read with one ACK: every write must still
+    # be acknowledged only once applied, and none may be lost or applied twice.
+    cluster = new_cluster(FASTAPI)
+    a, b, c = cluster.start("node1", "node2", "node3")  # sync mode
+    wait_until_joined([a, b, c])
+
+    def shop(index: int) -> tuple[str, list[str]]:
+        cookie = cookie_of(a.call("POST", f"/login?user=user{index}"))
+        items = [f"item{index}-{n}" for n in range(5)]
+        for item in items:
+            assert a.call("POST", f"/cart?item={item}", cookie).status == 200
+        return cookie, items
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        carts = list(pool.map(shop, range(32)))
+    for member in (b, c):
+        for cookie, items in carts:
+            state, _ = state_of(member, cookie)
+            assert state["cart"] == items, (member.route, cluster.logs())
 
 
 @pytest.mark.parametrize("trial", range(5))
