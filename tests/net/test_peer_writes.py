@@ -147,6 +147,10 @@ async def test_nothing_is_written_after_the_connection_was_lost() -> None:
     assert peer.buffered == 0
 
 
+ALICE = MemberInfo("alice", "127.0.0.1", 4001, "a" * 32)
+BOB = MemberInfo("bob", "127.0.0.1", 4002, "b" * 32)
+
+
 def established_pair() -> tuple[PeerConnection, PeerConnection]:
     key = derive_cluster_key(b"peer-writes")
     ours = PeerConnection(initiator=True, local=ALICE, cluster="c", cluster_key=key)
@@ -155,10 +159,6 @@ def established_pair() -> tuple[PeerConnection, PeerConnection]:
     ours.receive_data(theirs.data_to_send())
     theirs.receive_data(ours.data_to_send())
     return ours, theirs
-
-
-ALICE = MemberInfo("alice", "127.0.0.1", 4001, "a" * 32)
-BOB = MemberInfo("bob", "127.0.0.1", 4002, "b" * 32)
 
 
 @pytest.mark.asyncio

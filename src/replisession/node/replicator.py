@@ -180,14 +180,13 @@ class Replicator(ClusterListener):
         members = self.member.members()
         if not members:
             return None  # nobody to ask (and the member may still be starting)
-        if route == self.member.local.route and self.store.peek(session_id) is not None:
-            with self.store.lock:
-                if manager.successor(session_id) is None:
-                    return None  # the usual request: a session this member served last, held here
+        with self.store.lock:
+            successor = manager.successor(session_id)  # a losing rotation: the winner's copy
+        if successor is None and route == self.member.local.route and self.store.peek(session_id) is not None:
+            return None  # the usual request: a session this member served last, held here
         if manager.is_dead(session_id):
             return None
-        with self.store.lock:
-            session_id = manager.successor(session_id) or session_id  # a losing rotation: the winner's copy
+        session_id = successor or session_id
         same_route = [m for m in members if route is not None and m.route == route]
         if manager.locates and self.store.peek(session_id) is None:
             targets = members  # copies are on a few members: ask them all

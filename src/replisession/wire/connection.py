@@ -203,11 +203,7 @@ class PeerConnection:
         """:meth:`send` of a message already encoded by ``encode_message``: a message for
         several peers is encoded once, and sealed for each connection."""
         next_state = self._next_send(frame_type)
-        if len(body) > self._max_frame_size:
-            raise LocalProtocolError(
-                f"{frame_type.name} body of {len(body)} bytes exceeds the maximum frame size of "
-                f"{self._max_frame_size} bytes"
-            )
+        self._check_size(frame_type, body)
         flags = 0
         if self._compress_threshold is not None and len(body) > self._compress_threshold:
             packed = compress(body)
@@ -224,6 +220,9 @@ class PeerConnection:
         if frame_type is _F.BATCH:
             raise LocalProtocolError("a BATCH is made by seal(), not sent")
         self._next_send(frame_type)
+        self._check_size(frame_type, body)
+
+    def _check_size(self, frame_type: FrameType, body: bytes) -> None:
         if len(body) > self._max_frame_size:
             raise LocalProtocolError(
                 f"{frame_type.name} body of {len(body)} bytes exceeds the maximum frame size of "
@@ -285,8 +284,6 @@ class PeerConnection:
         Raises only :class:`RemoteProtocolError`, after which the connection is in
         state ERROR and events of earlier frames of the same chunk are dropped with it.
         """
-        if self._state is _S.ESTABLISHED:
-            return self._receive_traffic(data)
         if self._state is _S.ERROR:
             raise RemoteProtocolError("cannot receive: the connection already failed")
         if self._state is _S.CLOSED:
@@ -294,34 +291,17 @@ class PeerConnection:
         events: list[Event] = []
         try:
             for frame in self._decoder.feed(data):
+                traffic = _TRAFFIC_TYPES.get(frame.frame_type) if self._state is _S.ESTABLISHED else None
+                if traffic is not None:  # every replication message: no state tables to consult
+                    body = self._body(frame, traffic)
+                    if traffic is _F.BATCH:
+                        events.extend([Received(message) for message in decode_batch(body)])
+                    else:
+                        events.append(Received(decode_message(traffic, body)))
+                    continue
                 events.extend(self._receive_frame(frame))
                 if events and isinstance(events[-1], Refused):  # the connection is over; ignore what follows
                     break
-        except RemoteProtocolError:
-            self._fail()
-            raise
-        except Exception as exc:  # a bug must still cost only this connection
-            self._fail()
-            raise RemoteProtocolError(f"unexpected error while reading a frame: {exc!r}") from exc
-        return events
-
-    def _receive_traffic(self, data: bytes) -> list[Event]:
-        """:meth:`receive_data` once established, the state of every replication message:
-        only traffic frames may come, so each is authenticated and decoded straight away."""
-        events: list[Event] = []
-        try:
-            for frame in self._decoder.feed(data):
-                frame_type = _TRAFFIC_TYPES.get(frame.frame_type)
-                if frame_type is None:  # the general path refuses it, naming an unknown type or one out of place
-                    events.extend(self._receive_frame(frame))
-                    continue
-                self._opener.verify(frame.header, frame.body, frame.mac)
-                compressed = frame.flags & FLAG_COMPRESSED
-                body = decompress(frame.body, self._max_frame_size) if compressed else frame.body
-                if frame_type is _F.BATCH:
-                    events.extend(Received(message) for message in decode_batch(body))
-                else:
-                    events.append(Received(decode_message(frame_type, body)))
         except RemoteProtocolError:
             self._fail()
             raise
@@ -337,21 +317,8 @@ class PeerConnection:
         next_state = _RECEIVE.get((self._state, frame_type))
         if next_state is None:
             raise RemoteProtocolError(f"unexpected {frame_type.name} frame in state {self._state.name}")
-        # REFUSE is read unauthenticated (see refusal()). The table admits it only while
-        # we wait for WELCOME, and all it can do is end that handshake.
-        if frame_type is not _F.REFUSE:
-            self._authenticate(frame, frame_type)
-        # Authenticated before inflated: apart from a (bounded) REFUSE, only a key holder
-        # can make us decompress anything.
-        body = decompress(frame.body, self._max_frame_size) if frame.flags & FLAG_COMPRESSED else frame.body
-        if frame_type is _F.BATCH:  # traffic, as the table says: the state is CONFIRMING or ESTABLISHED
-            batch: list[Event] = [Received(message) for message in decode_batch(body)]
-            if self._state is _S.CONFIRMING:
-                assert self._peer is not None
-                batch.insert(0, Established(self._peer))
-            self._state = next_state
-            return batch
-        message = decode_message(frame_type, body)
+        messages = self._messages(frame_type, self._body(frame, frame_type))
+        message = messages[0]  # a BATCH holds at least one, and only traffic
         events: list[Event] = []
         if isinstance(message, Hello):
             self._on_hello(message)
@@ -363,17 +330,27 @@ class PeerConnection:
             if self._state is _S.CONFIRMING:
                 assert self._peer is not None
                 events.append(Established(self._peer))  # the initiator proved it holds the session key
-            events.append(Received(message))
+            events.extend([Received(m) for m in messages])
         self._state = next_state
         return events
 
-    def _authenticate(self, frame: RawFrame, frame_type: FrameType) -> None:
-        try:
-            self._opener.verify(frame.header, frame.body, frame.mac)
-        except RemoteProtocolError as exc:
-            if frame_type in (_F.HELLO, _F.WELCOME):
-                raise RemoteProtocolError("authentication failed: wrong cluster secret?") from exc
-            raise
+    def _body(self, frame: RawFrame, frame_type: FrameType) -> bytes:
+        """The frame's body, authenticated, then inflated: apart from a (bounded) REFUSE, only
+        a key holder can make us decompress anything. REFUSE is read unauthenticated (see
+        refusal()); the table admits it only while we wait for WELCOME, and all it can do
+        is end that handshake."""
+        if frame_type is not _F.REFUSE:
+            try:
+                self._opener.verify(frame.header, frame.body, frame.mac)
+            except RemoteProtocolError as exc:
+                if frame_type in (_F.HELLO, _F.WELCOME):
+                    raise RemoteProtocolError("authentication failed: wrong cluster secret?") from exc
+                raise
+        return decompress(frame.body, self._max_frame_size) if frame.flags & FLAG_COMPRESSED else frame.body
+
+    @staticmethod
+    def _messages(frame_type: FrameType, body: bytes) -> list[Message]:
+        return decode_batch(body) if frame_type is _F.BATCH else [decode_message(frame_type, body)]
 
     def _on_hello(self, hello: Hello) -> None:
         # The name is checked after the MAC, so only a holder of the secret learns ours.
