@@ -34,6 +34,20 @@ async def test_gather_futures_gives_results_exceptions_and_timeouts_in_order() -
 
 
 @pytest.mark.asyncio
+async def test_a_future_resolved_on_the_loop_wakes_the_waiter_without_an_extra_turn() -> None:
+    """A hosted member resolves sends on the server's loop: the request resumes on the next
+    turn, as if it awaited an asyncio future (one turn of latency per sync write saved)."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    waiting = asyncio.ensure_future(gather_futures([future], 60.0))
+    await asyncio.sleep(0)  # the waiter is now suspended on the future
+    assert not waiting.done()
+    future.set_result("applied")
+    await asyncio.sleep(0)  # one turn: the waiter's wake-up was queued before ours
+    assert waiting.done()
+    assert waiting.result() == ["applied"]
+
+
+@pytest.mark.asyncio
 async def test_gather_futures_returns_as_soon_as_all_are_done() -> None:
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
     asyncio.get_running_loop().call_later(0.01, future.set_result, 1)
