@@ -120,7 +120,7 @@ class Replicator(ClusterListener):
                 future = self._send(message)
         session_id = delta.session_id
         with self._in_flight_lock:
-            if delta.destroyed or future is None:
+            if delta.destroyed or future is None or future.done():  # done: async, or nobody to wait for
                 self._in_flight.pop(session_id, None)
                 return
             self._in_flight[session_id] = future

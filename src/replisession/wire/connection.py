@@ -389,6 +389,8 @@ class PeerConnection:
     # -- helpers ---------------------------------------------------------------------
 
     def _next_send(self, frame_type: FrameType) -> ConnectionState:
+        if self._state is _S.ESTABLISHED and frame_type in _TRAFFIC_TYPES:
+            return _S.ESTABLISHED  # the usual case, without hashing the state (an Enum hashes in Python)
         next_state = _SEND.get((self._state, frame_type))
         if next_state is None:
             raise LocalProtocolError(f"cannot send {frame_type.name} in state {self._state.name}")

@@ -62,15 +62,12 @@ class RawFrame(NamedTuple):
     mac: bytes
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # FrameType is an int; True is not
-
-
 def frame_header(frame_type: int, flags: int, length: int) -> bytes:
     """The 9 header bytes of a frame of ``frame_type`` with a body of ``length`` bytes."""
-    if not _is_int(frame_type) or not 0 <= frame_type <= 255:
+    # Checked inline: this runs for every frame sent. FrameType is an int; True is not.
+    if not isinstance(frame_type, int) or type(frame_type) is bool or not 0 <= frame_type <= 255:
         raise LocalProtocolError(f"frame type must be an integer in [0, 255], not {frame_type!r}")
-    if not _is_int(flags) or flags & ~_KNOWN_FLAGS:
+    if not isinstance(flags, int) or type(flags) is bool or flags & ~_KNOWN_FLAGS:
         raise LocalProtocolError(f"unknown frame flags {flags!r}")
     if not 0 <= length <= _MAX_LENGTH:
         raise LocalProtocolError(f"a frame body of {length} bytes does not fit the length field")
