@@ -99,10 +99,10 @@ def test_the_data_of_one_read_is_acknowledged_by_one_ack(pair: tuple[ClusterMemb
     assert b._transport is not None
     send = b._transport.send
 
-    def spy(peer_id: str, message: Any, linger: float = 0.0) -> bool:
+    def spy(peer_id: str, message: Any, linger: float = 0.0, **options: Any) -> bool:
         if isinstance(message, Ack):
             sent.append(message)
-        return send(peer_id, message, linger)
+        return send(peer_id, message, linger, **options)
 
     b._transport.send = spy  # type: ignore[method-assign]
     futures: list[Any] = []
@@ -114,6 +114,39 @@ def test_the_data_of_one_read_is_acknowledged_by_one_ack(pair: tuple[ClusterMemb
     acknowledged = [msg_id for ack in sent for msg_id in (ack.msg_id, *ack.more)]
     assert sorted(acknowledged) == sorted(future.result().request_id for future in futures)
     assert len(sent) < 40  # TCP may split the write into a few reads, never into 40
+
+
+def test_a_waited_for_send_leaves_at_once_unless_earlier_ones_are_unacknowledged(
+    pair: tuple[ClusterMember, ClusterMember],
+) -> None:
+    # Nagle's rule per member: a sync write with nothing else on its way to that member is
+    # written before the sender's turn of the loop ends (the replica starts on it while the
+    # request finishes); one sent while that is unacknowledged waits for the end of the
+    # turn, to share a write with the others of the turn. Async writes always wait.
+    a, b = pair
+    b.on("note", lambda sender, payload: None)
+    assert a._transport is not None
+    transport = a._transport
+
+    async def sends() -> tuple[list[bool], list[Any]]:
+        protocol = transport._peers[b.local.id]
+        seen, before = [], transport.bytes_sent
+        futures = [a.send("note", 1, SendMode.SYNC)]
+        seen.append(transport.bytes_sent > before and not protocol._pending)
+        futures.append(a.send("note", 2, SendMode.SYNC))
+        seen.append(bool(protocol._pending))
+        return seen, futures
+
+    seen, futures = a._loop_thread.submit(sends()).result(5)
+    assert seen == [True, True]
+    assert all(future.result(5).ok for future in futures)
+    assert a.channel.awaiting(b.local.id) == 0  # both acknowledged: the next one leaves at once again
+
+    async def async_send() -> bool:
+        a.send("note", 3, SendMode.ASYNC)
+        return bool(transport._peers[b.local.id]._pending)
+
+    assert a._loop_thread.submit(async_send()).result(5)
 
 
 def test_data_acknowledged_in_a_read_that_ends_with_a_leave_is_still_acknowledged(

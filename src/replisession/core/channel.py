@@ -64,10 +64,16 @@ class Channel:
     def __init__(self) -> None:
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
+        self._awaiting: dict[str, int] = {}  # per member: sends still waiting for its acknowledgement
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def awaiting(self, member_id: str) -> int:
+        """How many sends still wait for ``member_id``'s acknowledgement: none means a new
+        one has nothing on its way to that member to share a write with."""
+        return self._awaiting.get(member_id, 0)
 
     def send(
         self, targets: Iterable[MemberInfo], kind: str, payload: Any, mode: SendMode, now: float, timeout: float
@@ -87,6 +93,9 @@ class Channel:
             done = {mid: (m, DeliveryStatus.OK, "") for mid, m in members.items()} if mode is SendMode.ASYNC else {}
             return request_id, data, SendOutcome(request_id, MappingProxyType(done))
         self._pending[request_id] = _Pending(members, now + timeout)
+        awaiting = self._awaiting
+        for member_id in members:
+            awaiting[member_id] = awaiting.get(member_id, 0) + 1
         return request_id, data, None
 
     def received(self, sender: MemberInfo, data: Data) -> tuple[Delivery, Ack | None]:
@@ -109,7 +118,7 @@ class Channel:
             pending = self._pending.get(request_id)
             if pending is None or sender.id not in pending.targets or sender.id in pending.results:
                 continue  # late, duplicate or foreign: the send already ended
-            pending.results[sender.id] = result
+            self._settle(pending, sender.id, result)
             outcome = self._finish_if_done(request_id, pending)
             if outcome is not None:
                 outcomes.append(outcome)
@@ -120,7 +129,7 @@ class Channel:
         outcomes = []
         for request_id, pending in list(self._pending.items()):
             if member.id in pending.targets and member.id not in pending.results:
-                pending.results[member.id] = (member, DeliveryStatus.GONE, "left the cluster")
+                self._settle(pending, member.id, (member, DeliveryStatus.GONE, "left the cluster"))
                 outcome = self._finish_if_done(request_id, pending)
                 if outcome is not None:
                     outcomes.append(outcome)
@@ -133,7 +142,7 @@ class Channel:
             if now >= pending.deadline:
                 for member_id, member in pending.targets.items():
                     if member_id not in pending.results:
-                        pending.results[member_id] = (member, DeliveryStatus.TIMEOUT, "no acknowledgement in time")
+                        self._settle(pending, member_id, (member, DeliveryStatus.TIMEOUT, "no acknowledgement in time"))
                 outcome = self._finish_if_done(request_id, pending)
                 assert outcome is not None
                 outcomes.append(outcome)
@@ -141,6 +150,14 @@ class Channel:
 
     def next_deadline(self) -> float | None:
         return min((p.deadline for p in self._pending.values()), default=None)
+
+    def _settle(self, pending: _Pending, member_id: str, result: tuple[MemberInfo, DeliveryStatus, str]) -> None:
+        pending.results[member_id] = result
+        left = self._awaiting[member_id] - 1
+        if left:
+            self._awaiting[member_id] = left
+        else:
+            del self._awaiting[member_id]
 
     def _finish_if_done(self, request_id: int, pending: _Pending) -> SendOutcome | None:
         if len(pending.results) < len(pending.targets):

@@ -323,6 +323,11 @@ class ClusterMember:
         request_id: int | None = None
         try:
             now = self.clock()
+            # Like Nagle's algorithm, per member: a send that is waited for goes out now unless
+            # sends to that member are still unacknowledged; those answers come back soon, and
+            # what queues meanwhile leaves in one write at the end of this turn.
+            waited = mode is not SendMode.ASYNC
+            idle = {member.id for member in chosen if not self.channel.awaiting(member.id)} if waited else ()
             request_id, data, outcome = self.channel.send(chosen, kind, payload, mode, now, timeout)
             self.metrics.sent(kind, chosen, request_id, now, outcome is None)
             if outcome is None:
@@ -332,7 +337,7 @@ class ClusterMember:
             for member in chosen:
                 if mode is SendMode.ASYNC and transport.buffered(member.id) >= self.config.send_queue_bytes:
                     blocked.append(member)  # backpressure: this one waits until its queue drains
-                elif not transport.send(member.id, encoded, linger):
+                elif not transport.send(member.id, encoded, linger, at_once=member.id in idle):
                     for gone in self.channel.member_gone(member):
                         self._complete(gone)
         except Exception as exc:  # an unencodable or oversized message: the caller learns it
@@ -363,8 +368,11 @@ class ClusterMember:
     def _complete(self, outcome: SendOutcome) -> None:
         self.metrics.completed(outcome, self.clock())
         waiter = self._waiters.pop(outcome.request_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(outcome)  # a concurrent future: safe to resolve from this thread
+        if waiter is not None:
+            try:
+                waiter.set_result(outcome)  # a concurrent future: safe to resolve from this thread
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled by a stop
         for member, status, detail in outcome.failures():
             log.debug("send %d to %s: %s %s", outcome.request_id, member, status.value, detail)
 
