@@ -170,6 +170,16 @@ def test_awaiting_counts_the_unacknowledged_sends_per_member_however_they_end() 
     assert channel.pending == 0
 
 
+def test_a_cancelled_send_waits_for_nobody_any_more() -> None:
+    channel = Channel()
+    request_id, _, _ = channel.send([A, B], "delta", 1, SendMode.SYNC, 0.0, 3.0)
+    channel.acknowledged(A, Ack(request_id))
+    channel.cancel(request_id)  # it could not be written to B
+    assert (channel.pending, channel.awaiting(A.id), channel.awaiting(B.id)) == (0, 0, 0)
+    assert channel.tick(10.0) == []
+    channel.cancel(request_id)  # twice, or an unknown id: nothing
+
+
 def test_receiving_data_per_mode() -> None:
     channel = Channel()
     for mode, needs_ack, ack in [

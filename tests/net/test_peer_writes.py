@@ -238,3 +238,34 @@ async def test_what_a_read_produced_leaves_when_the_read_is_handled() -> None:
     peer.data_received(b"".join(ours.send(message) for message in deltas))
     [wire] = transport.writes
     assert ours.receive_data(wire) == [Received(Ack(7, more=(8,)))]
+
+
+class Silent(Owner):
+    """An owner that answers nothing (a heartbeat, the peer's own async deltas)."""
+
+    def received(self, protocol: PeerProtocol, message: Any) -> None:
+        pass
+
+    def read_done(self, protocol: PeerProtocol) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_read_that_produced_nothing_leaves_lingering_writes_to_their_timer() -> None:
+    ours, theirs = established_pair()
+    peer = PeerProtocol(
+        Silent(),  # type: ignore[arg-type]
+        theirs,
+        None,
+        handshake_timeout=5.0,
+        send_queue_bytes=1024,
+        send_timeout=1.0,
+    )
+    transport = FakeTransport()
+    peer.transport = transport  # type: ignore[assignment]
+    peer.write(b"async delta", linger=60.0)
+    peer.data_received(ours.send(Data(1, SendMode.ASYNC, "delta", {})))
+    await next_turns()
+    assert transport.writes == []  # async_linger still gathers deltas while the peer talks
+    peer.flush()
+    assert transport.writes == [b"async delta"]

@@ -50,3 +50,9 @@ class FakeMember:
         if self.answer:
             future.set_result(outcome(DeliveryStatus.OK))
         return future
+
+    def post(self, kind: str, payload: Any, targets: Any = None) -> None:
+        """An async send nobody waits for: recorded with a future that is already done."""
+        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
+        future.set_result(outcome(DeliveryStatus.OK))
+        self.sent.append((kind, payload, SendMode.ASYNC, tuple(targets or self.live), future))

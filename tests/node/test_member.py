@@ -147,6 +147,24 @@ def test_a_waited_for_send_leaves_at_once_unless_earlier_ones_are_unacknowledged
         return bool(transport._peers[b.local.id]._pending)
 
     assert a._loop_thread.submit(async_send()).result(5)
+    with pytest.raises(Exception, match="serialize"):
+        a.send("note", object(), SendMode.SYNC).result(5)  # never written: not awaited from b
+    assert a.channel.awaiting(b.local.id) == 0
+
+
+def test_a_post_is_delivered_and_one_that_cannot_be_sent_is_logged(
+    pair: tuple[ClusterMember, ClusterMember], caplog: pytest.LogCaptureFixture
+) -> None:
+    # post(): an async send whose outcome nobody looks at (an async delta), with no future.
+    a, b = pair
+    got: list[Any] = []
+    b.on("note", lambda sender, payload: got.append(payload))
+    assert a.post("note", {"n": 1}) is None
+    eventually(lambda: got == [{"n": 1}])
+    a.post("note", object())  # msgpack cannot encode it: nobody to raise to, so it is logged
+    eventually(lambda: any("async note not sent" in r.getMessage() for r in caplog.records))
+    a.post("note", {"n": 2}, [b.local])  # and the member goes on
+    eventually(lambda: got == [{"n": 1}, {"n": 2}])
 
 
 def test_data_acknowledged_in_a_read_that_ends_with_a_leave_is_still_acknowledged(

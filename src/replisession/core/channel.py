@@ -124,6 +124,15 @@ class Channel:
                 outcomes.append(outcome)
         return outcomes
 
+    def cancel(self, request_id: int) -> None:
+        """Forget a send that never left (its message could not be written): nothing waits
+        for it, and its targets no longer count it as unacknowledged."""
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            for member_id, member in pending.targets.items():
+                if member_id not in pending.results:
+                    self._settle(pending, member_id, (member, DeliveryStatus.FAILED, "not sent"))
+
     def member_gone(self, member: MemberInfo) -> list[SendOutcome]:
         """A target left: every send still waiting on it counts it as gone."""
         outcomes = []

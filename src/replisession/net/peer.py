@@ -132,8 +132,10 @@ class PeerProtocol(asyncio.Protocol):
                 self.owner.refused(self, event.reason)
         if not self.closing:
             self.owner.read_done(self)  # what answers every message of this read can go as one
-            if self._pending:
-                self.flush()  # and goes now: the sender waits for it (a sync write's acknowledgement)
+            if self._flush is not None and not self._lingering:
+                # ... and goes now: the sender waits for it (a sync write's acknowledgement).
+                # Only lingering async deltas are left to their timer.
+                self.flush()
 
     def eof_received(self) -> bool | None:
         return None  # the peer is done sending: close our side too

@@ -170,13 +170,13 @@ async def gather_futures(futures: list[concurrent.futures.Future[Any]], within: 
         finally:
             timer.cancel()
     results: list[Any] = []
-    for future in futures:
-        try:  # one look at each future (each look takes its lock)
-            results.append(future.result(0))
-        except concurrent.futures.TimeoutError as exc:  # not done, or done with a TimeoutError
-            results.append(exc if future.done() else TimeoutError(f"not done within {within}s"))
-        except concurrent.futures.CancelledError:
+    for future in futures:  # never result() on a failed one: raising grows its traceback
+        if not future.done():
+            results.append(TimeoutError(f"not done within {within}s"))
+        elif future.cancelled():
             results.append(concurrent.futures.CancelledError())
-        except BaseException as exc:
+        elif (exc := future.exception()) is not None:
             results.append(exc)
+        else:
+            results.append(future.result())
     return results

@@ -195,6 +195,13 @@ class ClusterMember:
         self._loop_thread.call(self._send_now, kind, payload, mode, chosen, ack_timeout, future)
         return future
 
+    def post(self, kind: str, payload: Any, targets: Iterable[MemberInfo] | None = None) -> None:
+        """:meth:`send` in ``async`` mode for a caller that does not look at the outcome (an
+        async delta): no future is made or resolved. A message that cannot be sent (too
+        large, unencodable) is logged instead of raised to anyone."""
+        chosen = list(targets) if targets is not None else None
+        self._loop_thread.call(self._send_now, kind, payload, SendMode.ASYNC, chosen, None, None)
+
     def stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> concurrent.futures.Future[int]:
         """Send ``(kind, payload, target)`` messages in order, each acknowledged (received),
         with at most ``STREAM_WINDOW`` unacknowledged: the next message is built while the
@@ -308,14 +315,18 @@ class ClusterMember:
         mode: SendMode,
         targets: list[MemberInfo] | None,
         ack_timeout: float | None,
-        future: concurrent.futures.Future[SendOutcome],
+        future: concurrent.futures.Future[SendOutcome] | None,
     ) -> None:
-        """On the member thread: number, write and (for ack/sync) await acknowledgements."""
-        if not future.set_running_or_notify_cancel():
+        """On the member thread: number, write and (for ack/sync) await acknowledgements.
+        ``future`` is None for a :meth:`post`: nobody waits, failures are logged."""
+        if future is not None and not future.set_running_or_notify_cancel():
             return
         transport, membership = self._transport, self._membership
         if transport is None or membership is None or self._stopped:
-            future.set_exception(TransportError("the cluster member is not running"))
+            if future is None:
+                log.debug("%s not sent: the cluster member is not running", kind)
+            else:
+                future.set_exception(TransportError("the cluster member is not running"))
             return
         chosen = targets if targets is not None else membership.members()
         timeout = ack_timeout if ack_timeout is not None else self.config.send_timeout
@@ -331,6 +342,7 @@ class ClusterMember:
             request_id, data, outcome = self.channel.send(chosen, kind, payload, mode, now, timeout)
             self.metrics.sent(kind, chosen, request_id, now, outcome is None)
             if outcome is None:
+                assert future is not None, "only async sends may go without a future"
                 self._waiters[request_id] = future
             blocked = []
             encoded = encode_message(data) if len(chosen) > 1 else data  # once for every target
@@ -343,13 +355,16 @@ class ClusterMember:
         except Exception as exc:  # an unencodable or oversized message: the caller learns it
             if request_id is not None:
                 self._waiters.pop(request_id, None)
-            if not future.done():
+                self.channel.cancel(request_id)
+            if future is None:
+                log.warning("async %s not sent: %s", kind, exc)
+            elif not future.done():
                 future.set_exception(exc)
             return
         if outcome is not None:
             if blocked:
                 self._spawn(self._send_when_writable(blocked, data, outcome, future))
-            else:
+            elif future is not None:
                 future.set_result(outcome)
 
     async def _send_when_writable(
@@ -357,13 +372,14 @@ class ClusterMember:
         members: list[MemberInfo],
         data: Any,
         outcome: SendOutcome,
-        future: concurrent.futures.Future[SendOutcome],
+        future: concurrent.futures.Future[SendOutcome] | None,
     ) -> None:
         assert self._transport is not None
         for member in members:
             await self._transport.wait_writable(member.id)
             self._transport.send(member.id, data)
-        future.set_result(outcome)
+        if future is not None:
+            future.set_result(outcome)
 
     def _complete(self, outcome: SendOutcome) -> None:
         self.metrics.completed(outcome, self.clock())

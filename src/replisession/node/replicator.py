@@ -100,7 +100,7 @@ class Replicator(ClusterListener):
                     if member.id in live:  # one that left gets its copies from the re-placement
                         resent.extend(manager.resend(member, session_ids, now))
             for message in resent:  # acknowledged, so a copy lost again is noted again
-                self._send(message, track=False, mode=SendMode.ACK)
+                self._send_waited(message, SendMode.ACK, track=False)
         for message in outgoing:
             self._send(message, track=False)
 
@@ -120,7 +120,7 @@ class Replicator(ClusterListener):
                 future = self._send(message)
         session_id = delta.session_id
         with self._in_flight_lock:
-            if delta.destroyed or future is None or future.done():  # done: async, or nobody to wait for
+            if delta.destroyed or future is None or future.done():  # None: async; done: nobody to wait for
                 self._in_flight.pop(session_id, None)
                 return
             self._in_flight[session_id] = future
@@ -239,7 +239,7 @@ class Replicator(ClusterListener):
                 return  # the membership changed again: a newer pass covers everything
             with self.store.lock:
                 messages = manager.rebalance(ids[start : start + _REBALANCE_CHUNK], self.clock())
-                window.append([self._send(message, track=False, mode=SendMode.ACK) for message in messages])
+                window.append([self._send_waited(message, SendMode.ACK, track=False) for message in messages])
             moved += sum(len(message.payload["sessions"]) for message in messages if message.kind == "sessions")
             if len(window) > _REBALANCE_WINDOW:
                 concurrent.futures.wait(window.pop(0), timeout=self.config.send_timeout)
@@ -298,13 +298,20 @@ class Replicator(ClusterListener):
 
         future.add_done_callback(report)
 
-    def _send(
-        self, message: Outgoing, *, track: bool = True, mode: SendMode | None = None
+    def _send(self, message: Outgoing, *, track: bool = True) -> concurrent.futures.Future[SendOutcome] | None:
+        """Send in the configured mode a message the request waits for, else async; None for
+        an async send, whose outcome nobody looks at (no future is made for it)."""
+        mode = self.mode if message.wait else SendMode.ASYNC
+        if mode is SendMode.ASYNC:
+            self.member.post(message.kind, message.payload, message.targets)
+            return None
+        return self._send_waited(message, mode, track=track)
+
+    def _send_waited(
+        self, message: Outgoing, mode: SendMode, *, track: bool = True
     ) -> concurrent.futures.Future[SendOutcome]:
-        if mode is None:
-            mode = self.mode if message.wait else SendMode.ASYNC
         future = self.member.send(message.kind, message.payload, mode, message.targets)
-        if message.kind in _PLACING and mode is not SendMode.ASYNC and isinstance(self.manager, BackupManager):
+        if message.kind in _PLACING and isinstance(self.manager, BackupManager):
             future.add_done_callback(self._copies_sent(message))
         pending = _pending.get()
         if track and message.wait and pending is not None:
