@@ -151,32 +151,13 @@ def test_tick_ends_several_sends_at_once_in_order() -> None:
     ]
 
 
-def test_awaiting_counts_the_unacknowledged_sends_per_member_however_they_end() -> None:
-    channel = Channel()
-    channel.send([A, B], "delta", 1, SendMode.ASYNC, 0.0, 3.0)  # async waits for nobody
-    assert (channel.awaiting(A.id), channel.awaiting(B.id)) == (0, 0)
-    first, _, _ = channel.send([A, B], "delta", 2, SendMode.SYNC, 0.0, 3.0)
-    second, _, _ = channel.send([A, B, C], "delta", 3, SendMode.ACK, 1.0, 3.0)
-    assert [channel.awaiting(m.id) for m in (A, B, C)] == [2, 2, 1]
-    channel.acknowledged(A, Ack(first, more=(second,)))  # acknowledged
-    channel.acknowledged(A, Ack(first))  # a duplicate counts nothing
-    assert [channel.awaiting(m.id) for m in (A, B, C)] == [0, 2, 1]
-    channel.member_gone(C)  # gone
-    assert [channel.awaiting(m.id) for m in (A, B, C)] == [0, 2, 0]
-    channel.tick(3.5)  # the first timed out on B; the second still waits for B
-    assert [channel.awaiting(m.id) for m in (A, B, C)] == [0, 1, 0]
-    channel.acknowledged(B, Ack(second, ok=False, error="boom"))  # a negative acknowledgement
-    assert [channel.awaiting(m.id) for m in (A, B, C)] == [0, 0, 0]
-    assert channel.pending == 0
-
-
 def test_a_cancelled_send_waits_for_nobody_any_more() -> None:
     channel = Channel()
     request_id, _, _ = channel.send([A, B], "delta", 1, SendMode.SYNC, 0.0, 3.0)
     channel.acknowledged(A, Ack(request_id))
     channel.cancel(request_id)  # it could not be written to B
-    assert (channel.pending, channel.awaiting(A.id), channel.awaiting(B.id)) == (0, 0, 0)
-    assert channel.tick(10.0) == []
+    assert (channel.pending, channel.next_deadline()) == (0, None)
+    assert channel.tick(10.0) == []  # no timeout reported for it later
     channel.cancel(request_id)  # twice, or an unknown id: nothing
 
 

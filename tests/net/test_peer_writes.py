@@ -13,7 +13,7 @@ from replisession.net.peer import PeerProtocol
 from replisession.wire.auth import derive_cluster_key
 from replisession.wire.connection import PeerConnection, Received
 from replisession.wire.frames import FrameDecoder
-from replisession.wire.messages import Ack, Data, FrameType, Leave, MemberInfo, SendMode, encode_message
+from replisession.wire.messages import Data, FrameType, Leave, MemberInfo, SendMode, encode_message
 
 
 class FakeTransport:
@@ -189,55 +189,6 @@ async def test_messages_queued_on_a_connection_that_closed_meanwhile_are_dropped
     ours.close()  # as the transport does when the member goes
     await next_turns()
     assert transport.writes == [b"sealed before"]
-
-
-@pytest.mark.asyncio
-async def test_a_send_at_once_is_written_now_with_what_was_queued_before_it() -> None:
-    peer, transport = protocol()
-    ours, theirs = established_pair()
-    peer.connection = ours
-    earlier, waited = Data(1, SendMode.ASYNC, "delta", {}), Data(2, SendMode.SYNC, "delta", {})
-    peer.send(*encode_message(earlier))
-    peer.send(*encode_message(waited), at_once=True)
-    [wire] = transport.writes  # before the turn ended
-    assert theirs.receive_data(wire) == [Received(earlier), Received(waited)]
-    await next_turns()
-    assert transport.writes == [wire]  # the flush planned for the end of the turn found nothing left
-
-
-class Answering(Owner):
-    """An owner that answers every message of a read with one ACK once the read is done (the member)."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-
-    def received(self, protocol: PeerProtocol, message: Any) -> None:
-        self.ids.append(message.msg_id)
-
-    def read_done(self, protocol: PeerProtocol) -> None:
-        first, *more = self.ids
-        protocol.send(*encode_message(Ack(first, more=tuple(more))))
-        self.ids.clear()
-
-
-@pytest.mark.asyncio
-async def test_what_a_read_produced_leaves_when_the_read_is_handled() -> None:
-    # The sender of a sync write waits for this ACK: it is not held until the turn ends.
-    ours, theirs = established_pair()
-    peer = PeerProtocol(
-        Answering(),  # type: ignore[arg-type]
-        theirs,
-        None,
-        handshake_timeout=5.0,
-        send_queue_bytes=1024,
-        send_timeout=1.0,
-    )
-    transport = FakeTransport()
-    peer.transport = transport  # type: ignore[assignment]
-    deltas = [Data(n, SendMode.SYNC, "delta", {"n": n}) for n in (7, 8)]
-    peer.data_received(b"".join(ours.send(message) for message in deltas))
-    [wire] = transport.writes
-    assert ours.receive_data(wire) == [Received(Ack(7, more=(8,)))]
 
 
 class Silent(Owner):

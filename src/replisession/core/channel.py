@@ -64,16 +64,10 @@ class Channel:
     def __init__(self) -> None:
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
-        self._awaiting: dict[str, int] = {}  # per member: sends still waiting for its acknowledgement
 
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-    def awaiting(self, member_id: str) -> int:
-        """How many sends still wait for ``member_id``'s acknowledgement: none means a new
-        one has nothing on its way to that member to share a write with."""
-        return self._awaiting.get(member_id, 0)
 
     def send(
         self, targets: Iterable[MemberInfo], kind: str, payload: Any, mode: SendMode, now: float, timeout: float
@@ -93,9 +87,6 @@ class Channel:
             done = {mid: (m, DeliveryStatus.OK, "") for mid, m in members.items()} if mode is SendMode.ASYNC else {}
             return request_id, data, SendOutcome(request_id, MappingProxyType(done))
         self._pending[request_id] = _Pending(members, now + timeout)
-        awaiting = self._awaiting
-        for member_id in members:
-            awaiting[member_id] = awaiting.get(member_id, 0) + 1
         return request_id, data, None
 
     def received(self, sender: MemberInfo, data: Data) -> tuple[Delivery, Ack | None]:
@@ -118,7 +109,7 @@ class Channel:
             pending = self._pending.get(request_id)
             if pending is None or sender.id not in pending.targets or sender.id in pending.results:
                 continue  # late, duplicate or foreign: the send already ended
-            self._settle(pending, sender.id, result)
+            pending.results[sender.id] = result
             outcome = self._finish_if_done(request_id, pending)
             if outcome is not None:
                 outcomes.append(outcome)
@@ -126,19 +117,15 @@ class Channel:
 
     def cancel(self, request_id: int) -> None:
         """Forget a send that never left (its message could not be written): nothing waits
-        for it, and its targets no longer count it as unacknowledged."""
-        pending = self._pending.pop(request_id, None)
-        if pending is not None:
-            for member_id, member in pending.targets.items():
-                if member_id not in pending.results:
-                    self._settle(pending, member_id, (member, DeliveryStatus.FAILED, "not sent"))
+        for it, and no timeout is reported for it later."""
+        self._pending.pop(request_id, None)
 
     def member_gone(self, member: MemberInfo) -> list[SendOutcome]:
         """A target left: every send still waiting on it counts it as gone."""
         outcomes = []
         for request_id, pending in list(self._pending.items()):
             if member.id in pending.targets and member.id not in pending.results:
-                self._settle(pending, member.id, (member, DeliveryStatus.GONE, "left the cluster"))
+                pending.results[member.id] = (member, DeliveryStatus.GONE, "left the cluster")
                 outcome = self._finish_if_done(request_id, pending)
                 if outcome is not None:
                     outcomes.append(outcome)
@@ -151,7 +138,7 @@ class Channel:
             if now >= pending.deadline:
                 for member_id, member in pending.targets.items():
                     if member_id not in pending.results:
-                        self._settle(pending, member_id, (member, DeliveryStatus.TIMEOUT, "no acknowledgement in time"))
+                        pending.results[member_id] = (member, DeliveryStatus.TIMEOUT, "no acknowledgement in time")
                 outcome = self._finish_if_done(request_id, pending)
                 assert outcome is not None
                 outcomes.append(outcome)
@@ -159,14 +146,6 @@ class Channel:
 
     def next_deadline(self) -> float | None:
         return min((p.deadline for p in self._pending.values()), default=None)
-
-    def _settle(self, pending: _Pending, member_id: str, result: tuple[MemberInfo, DeliveryStatus, str]) -> None:
-        pending.results[member_id] = result
-        left = self._awaiting[member_id] - 1
-        if left:
-            self._awaiting[member_id] = left
-        else:
-            del self._awaiting[member_id]
 
     def _finish_if_done(self, request_id: int, pending: _Pending) -> SendOutcome | None:
         if len(pending.results) < len(pending.targets):

@@ -132,10 +132,6 @@ class PeerProtocol(asyncio.Protocol):
                 self.owner.refused(self, event.reason)
         if not self.closing:
             self.owner.read_done(self)  # what answers every message of this read can go as one
-            if self._flush is not None and not self._lingering:
-                # ... and goes now: the sender waits for it (a sync write's acknowledgement).
-                # Only lingering async deltas are left to their timer.
-                self.flush()
 
     def eof_received(self) -> bool | None:
         return None  # the peer is done sending: close our side too
@@ -158,12 +154,10 @@ class PeerProtocol(asyncio.Protocol):
 
     # -- helpers for the transport -----------------------------------------------------------
 
-    def send(self, frame_type: FrameType, body: bytes, linger: float = 0.0, *, at_once: bool = False) -> None:
+    def send(self, frame_type: FrameType, body: bytes, linger: float = 0.0) -> None:
         """Queue an encoded message (checked with ``connection.check_send``), to be sealed
-        with the others of this turn when it is written (see :meth:`write`). ``at_once``
-        writes it now, with everything queued before it: a send somebody waits for, when
-        nothing else is on its way to share a write with."""
-        self._queue((frame_type, body), HEADER_SIZE + len(body) + MAC_SIZE, linger, at_once)
+        with the others of this turn when it is written (see :meth:`write`)."""
+        self._queue((frame_type, body), HEADER_SIZE + len(body) + MAC_SIZE, linger)
 
     def write(self, data: bytes, linger: float = 0.0) -> None:
         """Queue ``data``; it is written, with whatever else this turn of the loop queued,
@@ -172,12 +166,12 @@ class PeerProtocol(asyncio.Protocol):
         Bytes queued without a linger take everything queued before them along."""
         self._queue(data, len(data), linger)
 
-    def _queue(self, item: bytes | tuple[FrameType, bytes], size: int, linger: float, at_once: bool = False) -> None:
+    def _queue(self, item: bytes | tuple[FrameType, bytes], size: int, linger: float) -> None:
         if self.transport is None or self.closing:
             return
         self._pending.append(item)
         self._pending_bytes += size
-        if at_once or self._pending_bytes >= self._send_queue_bytes:
+        if self._pending_bytes >= self._send_queue_bytes:
             self.flush()  # large: at once, so the transport's flow control sees it
         elif linger <= 0 and (self._flush is None or self._lingering):
             self._cancel_flush()  # a lingering flush is brought forward to the end of this turn

@@ -167,13 +167,11 @@ class TcpTransport:
             self._dial(address), name=f"replisession dial {_format(host, port)}"
         )
 
-    def send(
-        self, peer_id: str, message: Message | tuple[FrameType, bytes], linger: float = 0.0, *, at_once: bool = False
-    ) -> bool:
+    def send(self, peer_id: str, message: Message | tuple[FrameType, bytes], linger: float = 0.0) -> bool:
         """Queue ``message`` on the peer's connection, to leave at the end of this turn of
-        the loop, within ``linger`` seconds, or now (``at_once``; see :meth:`PeerProtocol.send`);
-        False if there is no connection. ``message`` may come encoded (``encode_message``),
-        so that a message for several members is encoded once.
+        the loop or within ``linger`` seconds (see :meth:`PeerProtocol.write`); False if
+        there is no connection. ``message`` may come encoded (``encode_message``), so that
+        a message for several members is encoded once.
 
         A message the wire layer cannot encode raises its LocalProtocolError; the
         connection stays usable.
@@ -183,7 +181,7 @@ class TcpTransport:
             return False
         frame_type, body = encode_message(message) if isinstance(message, Message) else message
         protocol.connection.check_send(frame_type, body)
-        protocol.send(frame_type, body, linger, at_once=at_once)  # sealed when written, with the others of this turn
+        protocol.send(frame_type, body, linger)  # sealed when written, with the others of this turn
         return True
 
     def buffered(self, peer_id: str) -> int:

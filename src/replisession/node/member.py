@@ -334,11 +334,6 @@ class ClusterMember:
         request_id: int | None = None
         try:
             now = self.clock()
-            # Like Nagle's algorithm, per member: a send that is waited for goes out now unless
-            # sends to that member are still unacknowledged; those answers come back soon, and
-            # what queues meanwhile leaves in one write at the end of this turn.
-            waited = mode is not SendMode.ASYNC
-            idle = {member.id for member in chosen if not self.channel.awaiting(member.id)} if waited else ()
             request_id, data, outcome = self.channel.send(chosen, kind, payload, mode, now, timeout)
             self.metrics.sent(kind, chosen, request_id, now, outcome is None)
             if outcome is None:
@@ -349,7 +344,7 @@ class ClusterMember:
             for member in chosen:
                 if mode is SendMode.ASYNC and transport.buffered(member.id) >= self.config.send_queue_bytes:
                     blocked.append(member)  # backpressure: this one waits until its queue drains
-                elif not transport.send(member.id, encoded, linger, at_once=member.id in idle):
+                elif not transport.send(member.id, encoded, linger):
                     for gone in self.channel.member_gone(member):
                         self._complete(gone)
         except Exception as exc:  # an unencodable or oversized message: the caller learns it
