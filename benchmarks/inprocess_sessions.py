@@ -59,11 +59,13 @@ _SCOPE: dict[str, Any] = {
 
 
 class AsgiDriver:
-    """Drives an ASGI app with one request at a time, like a server with one connection."""
+    """Drives an ASGI app with one request at a time, like a server with one connection:
+    on a loop of its own (``prime``, ``run``), or from a coroutine on a running loop
+    (``prime_async``, ``requests``), where cluster members hosted on that loop answer."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.loop = asyncio.new_event_loop()
+        self._own_loop: asyncio.AbstractEventLoop | None = None
         self.headers: list[tuple[bytes, bytes]] = [(b"host", b"127.0.0.1:8000")]
         self.set_cookie: bytes | None = None
 
@@ -78,21 +80,32 @@ class AsgiDriver:
                 if key == b"set-cookie":
                     self.set_cookie = value
 
-    async def _loop(self, count: int) -> None:
+    async def requests(self, count: int) -> None:
         app, receive, send, headers = self.app, self._receive, self._send, self.headers
         for _ in range(count):
             await app({**_SCOPE, "headers": list(headers)}, receive, send)
 
-    def prime(self) -> None:
-        self.run(1)
+    async def prime_async(self) -> None:
+        """One request, whose session cookie every later request sends."""
+        await self.requests(1)
         if self.set_cookie is not None:
             self.headers.append((b"cookie", self.set_cookie.split(b";", 1)[0]))
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._own_loop is None:
+            self._own_loop = asyncio.new_event_loop()
+        return self._own_loop
+
+    def prime(self) -> None:
+        self.loop.run_until_complete(self.prime_async())
+
     def run(self, count: int) -> None:
-        self.loop.run_until_complete(self._loop(count))
+        self.loop.run_until_complete(self.requests(count))
 
     def close(self) -> None:
-        self.loop.close()
+        if self._own_loop is not None:
+            self._own_loop.close()
 
 
 class WsgiDriver:

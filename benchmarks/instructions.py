@@ -34,7 +34,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
+import apps
 from _harness import free_port, print_table, run_script
+from inprocess_sessions import AsgiDriver
 
 WARM_UP = 200  # requests before the counted ones, in both runs: every code path warm
 
@@ -62,8 +64,6 @@ def variant(mode: str, requests: int) -> None:
                     "REPLISESSION_DROP_TIME": "100",
                 }
             )
-        import apps
-
         return apps.asgi_cluster()
 
     async def start(asgi: Any) -> None:
@@ -78,39 +78,6 @@ def variant(mode: str, requests: int) -> None:
         asyncio.get_running_loop().create_task(asgi(scope, startup.get, send))
         await started.wait()
 
-    async def hit(asgi: Any, cookie: str | None) -> str | None:
-        headers = [(b"host", b"bench")] + ([(b"cookie", cookie.encode())] if cookie else [])
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "path": "/hit",
-            "raw_path": b"/hit",
-            "query_string": b"",
-            "headers": headers,
-            "scheme": "http",
-            "server": ("127.0.0.1", 80),
-            "client": ("127.0.0.1", 1),
-            "root_path": "",
-            "state": {},
-        }
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await asgi(scope, receive, send)
-        if sent[0]["status"] != 200:
-            raise RuntimeError(f"GET /hit answered {sent[0]['status']}")
-        for name, value in sent[0]["headers"]:
-            if name == b"set-cookie":
-                return str(value.decode().split(";")[0])
-        return cookie
-
     async def main() -> None:
         asgis = [app(route, port) for route, port in zip("abc", ports, strict=False)]
         for asgi in asgis:
@@ -122,9 +89,10 @@ def variant(mode: str, requests: int) -> None:
             await asyncio.sleep(0.05)
         else:
             raise RuntimeError("the members did not find each other")
-        cookie = await hit(asgis[0], None)
+        driver = AsgiDriver(asgis[0])  # GET /hit, straight into A's app, with the session's cookie
+        await driver.prime_async()
         for _ in range(WARM_UP + requests):
-            cookie = await hit(asgis[0], cookie)
+            await driver.requests(1)
             for _ in range(4):  # the replicas apply, and acknowledge, before the next request
                 await asyncio.sleep(0)
         os._exit(0)  # members are not stopped: their goodbyes would be counted too

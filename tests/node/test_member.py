@@ -99,10 +99,10 @@ def test_the_data_of_one_read_is_acknowledged_by_one_ack(pair: tuple[ClusterMemb
     assert b._transport is not None
     send = b._transport.send
 
-    def spy(peer_id: str, message: Any, linger: float = 0.0, **options: Any) -> bool:
+    def spy(peer_id: str, message: Any, linger: float = 0.0) -> bool:
         if isinstance(message, Ack):
             sent.append(message)
-        return send(peer_id, message, linger, **options)
+        return send(peer_id, message, linger)
 
     b._transport.send = spy  # type: ignore[method-assign]
     futures: list[Any] = []
