@@ -11,12 +11,11 @@ comparing ids.
 
 from __future__ import annotations
 
-import concurrent.futures
 import enum
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..core.store import SessionStore
 from ..node import ClusterListener, Node
-from ..node.loop import gather_futures
+from ..node.loop import Outcome, gather_futures
 from .cookie import SessionCookieCodec, render_delete, render_set
 from .metrics import MetricsEndpoint
 from .valve import ReplicationValve
@@ -54,7 +53,7 @@ class Fetch:
     A failed or late fetch is no error: the request goes on with what this member has.
     """
 
-    future: concurrent.futures.Future[Any]
+    future: Outcome[Any]
     timeout: float
 
     def wait(self) -> None:
@@ -73,7 +72,7 @@ class Fetch:
 class Replication:
     """The sends a request made, to wait for before its response leaves (``ack``/``sync``)."""
 
-    futures: list[concurrent.futures.Future[Any]]
+    futures: Sequence[Outcome[Any]]
     timeout: float
     node: Node
 
