@@ -42,15 +42,13 @@ class Owner:
     bytes_received = 0
 
 
-class Connection:
-    def close(self) -> None:
-        pass
-
-
 def protocol(send_queue_bytes: int = 1024) -> tuple[PeerProtocol, FakeTransport]:
+    # A real PeerConnection (never used for these raw writes): the peer module may be compiled,
+    # and compiled code checks the types it is given.
+    connection = PeerConnection(initiator=True, local=ALICE, cluster="c", cluster_key=derive_cluster_key(b"w"))
     peer = PeerProtocol(
         Owner(),  # type: ignore[arg-type]
-        Connection(),  # type: ignore[arg-type]
+        connection,
         None,
         handshake_timeout=5.0,
         send_queue_bytes=send_queue_bytes,

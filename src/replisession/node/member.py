@@ -4,9 +4,9 @@ Everything here runs on the member's event loop (:class:`LoopThread`): the ASGI 
 own loop when started from a lifespan (:meth:`ClusterMember.start_hosted`), otherwise a
 loop on a thread of its own. "The member thread" below is whichever thread runs that
 loop. Other threads call :meth:`ClusterMember.send` (thread-safe; returns a
-``concurrent.futures.Future``) and register handlers; handlers and listeners are
-called on the member thread. This module holds no protocol logic: it moves
-effects from ``core`` to ``net`` and events from ``net`` to ``core``.
+:class:`~.loop.LightFuture`, with ``concurrent.futures.Future``'s API) and register
+handlers; handlers and listeners are called on the member thread. This module holds no
+protocol logic: it moves effects from ``core`` to ``net`` and events from ``net`` to ``core``.
 """
 
 from __future__ import annotations
@@ -39,35 +39,24 @@ from ..net.multicast import MulticastDiscovery
 from ..net.probe import probe
 from ..net.tcp import TcpTransport
 from ..wire.auth import derive_cluster_key
+from .listener import ClusterListener
 from .loop import LightFuture, LoopThread
 from .metrics import Metrics
 
-__all__ = ["ClusterListener", "ClusterMember", "Handler"]
+__all__ = ["ClusterMember", "Handler", "SendFuture"]
 
 #: Unacknowledged messages a stream may have out at once.
 STREAM_WINDOW = 2
 
 log = logging.getLogger("replisession.cluster")
 
+#: A send's future: made by :meth:`ClusterMember.send`, or (the paced sends of a stream) here.
+SendFuture: TypeAlias = "concurrent.futures.Future[SendOutcome] | LightFuture[SendOutcome]"
+
 #: ``handler(sender, payload)`` for DATA of one kind; raising makes a sync send FAILED for that
 #: member. It may return ``(kind, payload)`` replies: they are written to the sender before
 #: the acknowledgement, so a sync sender has them once its send completes.
-#: A send's future: made by :meth:`ClusterMember.send`, or (the paced sends of a stream) here.
-SendFuture: TypeAlias = "concurrent.futures.Future[SendOutcome] | LightFuture[SendOutcome]"
 Handler = Callable[[MemberInfo, Any], "Iterable[tuple[str, Any]] | None"]
-
-
-class ClusterListener:
-    """Membership events. Every method is a no-op until overridden; called on the member thread."""
-
-    def member_joined(self, member: MemberInfo) -> None:
-        """A member completed the authenticated handshake and joined."""
-
-    def member_suspected(self, member: MemberInfo) -> None:
-        """A member went silent; it is being verified."""
-
-    def member_left(self, member: MemberInfo, reason: str) -> None:
-        """A member left: ``"left"`` (graceful), ``"crashed"``, ``"restarted"`` or ``"unresponsive"``."""
 
 
 class ClusterMember:

@@ -27,8 +27,9 @@ from ..core.messages import MemberInfo, SendMode
 from ..core.replication import DeltaManager, Outgoing, check_want
 from ..core.session import Session
 from ..core.store import SessionStore
+from .listener import ClusterListener
 from .loop import wait_all
-from .member import ClusterListener, ClusterMember, SendFuture
+from .member import ClusterMember, SendFuture
 
 __all__ = ["Replicator"]
 

@@ -25,7 +25,8 @@ from ..core.messages import MemberInfo
 from ..core.serializer import SessionSerializer
 from ..core.session import Session
 from ..core.store import SessionStore
-from .member import ClusterListener, ClusterMember
+from .listener import ClusterListener
+from .member import ClusterMember
 from .metrics import Metrics
 from .replicator import Replicator
 

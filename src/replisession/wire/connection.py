@@ -141,18 +141,25 @@ class PeerConnection:
         local: MemberInfo,
         cluster: str,
         cluster_key: bytes,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        compress_threshold: int | None = None,
-        nonce_factory: Callable[[], bytes] = _random_nonce,
+        max_frame_size: object = DEFAULT_MAX_FRAME_SIZE,
+        compress_threshold: object = None,
+        nonce_factory: Callable[[], object] = _random_nonce,
     ) -> None:
-        if compress_threshold is not None and (type(compress_threshold) is not int or compress_threshold < 0):
-            raise ConfigError(f"compress_threshold must be a non-negative integer or None, not {compress_threshold!r}")
+        # Settings are typed ``object`` and checked here: compiled, a typed parameter would
+        # refuse a wrong type with a bare TypeError (or turn True into 1) before this check.
+        threshold: int | None = None
+        if compress_threshold is not None:
+            if type(compress_threshold) is bool or not isinstance(compress_threshold, int) or compress_threshold < 0:
+                raise ConfigError(
+                    f"compress_threshold must be a non-negative integer or None, not {compress_threshold!r}"
+                )
+            threshold = compress_threshold
         self._decoder = FrameDecoder(max_frame_size)
-        self._max_frame_size = max_frame_size
-        self._compress_threshold = compress_threshold
+        self._max_frame_size = self._decoder.max_frame_size
+        self._compress_threshold = threshold
         # The nonce is drawn now so that a bad factory fails here, not halfway through
         # a handshake.
-        nonce = nonce_factory()
+        nonce: object = nonce_factory()
         if not isinstance(nonce, bytes) or len(nonce) != _NONCE_SIZE:
             raise ConfigError(f"nonce_factory must return {_NONCE_SIZE} random bytes, not {nonce!r}")
         try:

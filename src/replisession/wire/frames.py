@@ -62,12 +62,13 @@ class RawFrame(NamedTuple):
     mac: bytes
 
 
-def frame_header(frame_type: int, flags: int, length: int) -> bytes:
+def frame_header(frame_type: object, flags: object, length: int) -> bytes:
     """The 9 header bytes of a frame of ``frame_type`` with a body of ``length`` bytes."""
     # Checked inline: this runs for every frame sent. FrameType is an int; True is not.
-    if not isinstance(frame_type, int) or type(frame_type) is bool or not 0 <= frame_type <= 255:
+    # Typed ``object`` and bool first: compiled, an ``int`` would have turned True into 1.
+    if type(frame_type) is bool or not isinstance(frame_type, int) or not 0 <= frame_type <= 255:
         raise LocalProtocolError(f"frame type must be an integer in [0, 255], not {frame_type!r}")
-    if not isinstance(flags, int) or type(flags) is bool or flags & ~_KNOWN_FLAGS:
+    if type(flags) is bool or not isinstance(flags, int) or flags & ~_KNOWN_FLAGS:
         raise LocalProtocolError(f"unknown frame flags {flags!r}")
     if not 0 <= length <= _MAX_LENGTH:
         raise LocalProtocolError(f"a frame body of {length} bytes does not fit the length field")
@@ -93,8 +94,8 @@ class FrameDecoder:
 
     __slots__ = ("_buffer", "_failed", "_length", "_max_frame_size")
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        if type(max_frame_size) is not int or not 0 < max_frame_size <= _MAX_LENGTH:
+    def __init__(self, max_frame_size: object = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if type(max_frame_size) is bool or not isinstance(max_frame_size, int) or not 0 < max_frame_size <= _MAX_LENGTH:
             raise ConfigError(f"max_frame_size must be an integer in [1, {_MAX_LENGTH}], not {max_frame_size!r}")
         self._max_frame_size = max_frame_size
         self._buffer = bytearray()
