@@ -293,8 +293,16 @@ def settings(args: Any) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if not callable(value)}
 
 
+def build() -> str:
+    """Which replisession the benchmark's processes import from src/: with the modules that
+    ``./scripts/compile`` (and ``pip install``) compile, or pure Python."""
+    import replisession.node.member
+
+    return "pure Python" if replisession.node.member.__file__.endswith(".py") else "compiled (scripts/compile)"
+
+
 def environment(wrk: str | None, packages: Sequence[str]) -> dict[str, Any]:
-    """Commit, versions and machine, for the JSON results."""
+    """Commit, build, versions and machine, for the JSON results."""
 
     def version(name: str) -> str | None:
         try:
@@ -317,6 +325,7 @@ def environment(wrk: str | None, packages: Sequence[str]) -> dict[str, Any]:
         "src_uncommitted_changes": bool(src_changes.stdout.strip()),
         # Which uncommitted state of src/ was measured, when there is one.
         "src_diff_sha256": hashlib.sha256(src_diff).hexdigest() if src_diff else None,
+        "build": build(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
 from _cluster import worker_main
-from _harness import BENCH_DIR, environment, exit_on_sigterm, fmt_ms, fmt_us, print_table, run_script
+from _harness import BENCH_DIR, build, environment, exit_on_sigterm, fmt_ms, fmt_us, print_table, run_script
 from _replication_http import MODES, NOISE, OVERHEAD_VARIANTS, TOMCAT_ASYNC_LOST, failover, lossless, overhead
 from _replication_nodes import lag, memory, profile, transfer
 
@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print_targets(targets(sections))
         return 0
     names = list(SECTIONS) if args.command == "all" else [args.command]
+    print(f"replisession: {build()}")
     report: dict[str, Any] = {}
     for name in names:
         section_args = parser.parse_args([name]) if args.command == "all" else args
