@@ -18,7 +18,6 @@ register :meth:`stop` on an ``ExitStack``. Waits poll with a deadline.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import gc
 import json
@@ -325,6 +324,7 @@ def worker_main(argv: Sequence[str]) -> int:
     from replisession import ClusterConfig, ClusterListener, SessionListener
     from replisession.config import SessionConfig
     from replisession.node import Node
+    from replisession.node.loop import wait_all
     from replisession.web.cookie import SessionCookieCodec
 
     out = _Out()
@@ -403,7 +403,7 @@ def worker_main(argv: Sequence[str]) -> int:
             """Wait for the sends made since the last call, note every failure, collect again."""
             assert replicator is not None
             sends = replicator.pending()
-            concurrent.futures.wait(sends, timeout=120)
+            wait_all(sends, 120)
             for future in sends:
                 if not future.done() or future.exception() is not None:
                     failures.append(repr(future.exception() if future.done() else "not done after 120 s"))

@@ -104,7 +104,13 @@ def test_a_light_future_gives_its_result_exception_or_cancellation_as_the_standa
     assert not ok.done()
     assert not ok.cancelled()
     assert ok.set_running_or_notify_cancel()
+    assert ok.running()
+    assert not ok.done()
+    assert not ok.cancel()  # running: no longer cancellable, as the standard one
+    with pytest.raises(RuntimeError):
+        ok.set_running_or_notify_cancel()  # started once only
     ok.set_result("applied")
+    assert not ok.running()
     assert ok.done()
     assert ok.result() == "applied"
     assert ok.exception() is None

@@ -14,6 +14,7 @@ from replisession import ClusterConfig
 from replisession.cli import demo_cluster
 from replisession.core.channel import DeliveryStatus
 from replisession.core.messages import Ack, Leave, MemberInfo, SendMode
+from replisession.errors import TransportError
 from replisession.node import ClusterMember
 
 
@@ -118,6 +119,23 @@ def test_the_data_of_one_read_is_acknowledged_by_one_ack(pair: tuple[ClusterMemb
     acknowledged = [msg_id for ack in sent for msg_id in (ack.msg_id, *ack.more)]
     assert sorted(acknowledged) == sorted(future.result().request_id for future in futures)
     assert len(sent) < 40  # TCP may split the write into a few reads, never into 40
+
+
+def test_a_stop_ends_a_send_still_waiting_for_its_acknowledgement(
+    pair: tuple[ClusterMember, ClusterMember],
+) -> None:
+    a, b = pair
+    release = threading.Event()
+    b.on("held", lambda sender, payload: release.wait(30))  # b's loop is busy: no ACK comes
+    future = a.send("held", None, SendMode.SYNC, ack_timeout=30)
+    try:
+        eventually(future.running)
+        assert not future.cancel()  # under way: as a standard future, no longer cancellable
+        a.stop()
+        with pytest.raises(TransportError, match="stopped"):  # told at once, not after 30 s
+            future.result(0)
+    finally:
+        release.set()
 
 
 def test_a_waited_for_send_that_cannot_be_written_waits_for_nobody(

@@ -41,7 +41,8 @@ class Outcome(Protocol[T_co]):
     def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
 
 
-_PENDING, _CANCELLED, _FINISHED = 0, 1, 2
+_PENDING, _RUNNING, _CANCELLED, _FINISHED = 0, 1, 2, 3
+_STATES = ("pending", "running", "cancelled", "finished")
 
 
 class LightFuture(Generic[T]):
@@ -51,9 +52,12 @@ class LightFuture(Generic[T]):
     runs Python-level ``__enter__``/``__exit__``/``notify_all`` code: a replicated sync
     write made, took and notified it about fifteen times. This one takes a C lock, makes
     a ``threading.Event`` only when a thread blocks on it, and runs callbacks at once in
-    the thread that resolves it (as the standard one does). Blocking on it on the thread
-    that will resolve it deadlocks, as with the standard one; await it with
-    :func:`gather_futures` instead.
+    the thread that resolves it (as the standard one does). Its states are the standard
+    one's: pending, running (:meth:`set_running_or_notify_cancel`; no longer cancellable),
+    cancelled, finished. Blocking on it on the thread that will resolve it deadlocks, as
+    with the standard one; await it with :func:`gather_futures` instead. It is not a
+    ``concurrent.futures.Future``: ``asyncio.wrap_future`` and ``concurrent.futures.wait``
+    do not take it (:func:`gather_futures` and :func:`wait_all` do).
     """
 
     __slots__ = ("_callbacks", "_event", "_exception", "_lock", "_result", "_state")
@@ -67,29 +71,39 @@ class LightFuture(Generic[T]):
         self._event: threading.Event | None = None  # made by the first thread that blocks
 
     def __repr__(self) -> str:
-        return f"<LightFuture {('pending', 'cancelled', 'finished')[self._state]}>"
+        return f"<LightFuture {_STATES[self._state]}>"
 
     def done(self) -> bool:
-        return self._state != _PENDING
+        return self._state >= _CANCELLED
 
     def cancelled(self) -> bool:
         return self._state == _CANCELLED
 
     def running(self) -> bool:
-        return False
+        return self._state == _RUNNING
 
     def set_running_or_notify_cancel(self) -> bool:
-        """As the standard one's: False when cancelled before it was run."""
-        return self._state != _CANCELLED
+        """As the standard one's: False when it was cancelled (nothing is to be done), else
+        it is running from now on and can no longer be cancelled."""
+        with self._lock:
+            if self._state == _CANCELLED:
+                return False
+            if self._state != _PENDING:
+                raise RuntimeError(f"{self!r} is already {_STATES[self._state]}")
+            self._state = _RUNNING
+            return True
 
     def result(self, timeout: float | None = None) -> T:
         exception = self.exception(timeout)
-        if exception is not None:
+        if exception is None:
+            return self._result  # type: ignore[return-value]  # set by set_result
+        try:
             raise exception
-        return self._result  # type: ignore[return-value]  # set by set_result
+        finally:
+            del exception  # no cycle through this frame's traceback
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state == _PENDING:
+        if self._state < _CANCELLED:
             self._wait(timeout)
         if self._state == _CANCELLED:
             raise concurrent.futures.CancelledError()
@@ -97,7 +111,7 @@ class LightFuture(Generic[T]):
 
     def add_done_callback(self, fn: Callable[[LightFuture[T]], object]) -> None:
         with self._lock:
-            if self._state == _PENDING:
+            if self._state < _CANCELLED:
                 self._callbacks.append(fn)
                 return
         self._call(fn)
@@ -109,15 +123,20 @@ class LightFuture(Generic[T]):
         self._finish(_FINISHED, None, exception)
 
     def cancel(self) -> bool:
+        """False once running or finished, as the standard one's."""
         with contextlib.suppress(concurrent.futures.InvalidStateError):
-            self._finish(_CANCELLED, None, None)
+            self._finish(_CANCELLED, None, None, only_pending=True)
         return self._state == _CANCELLED
 
-    def _finish(self, state: int, result: T | None, exception: BaseException | None) -> None:
+    def _finish(
+        self, state: int, result: T | None, exception: BaseException | None, *, only_pending: bool = False
+    ) -> None:
         with self._lock:
-            if self._state != _PENDING:
-                raise concurrent.futures.InvalidStateError(f"{self!r} is already done")
-            self._state, self._result, self._exception = state, result, exception
+            if self._state >= _CANCELLED or (only_pending and self._state != _PENDING):
+                raise concurrent.futures.InvalidStateError(f"{self!r} is already {_STATES[self._state]}")
+            # The outcome before the state: done() and exception() read without the lock.
+            self._result, self._exception = result, exception
+            self._state = state
             callbacks, self._callbacks, event = self._callbacks, [], self._event
         if event is not None:
             event.set()
@@ -126,7 +145,7 @@ class LightFuture(Generic[T]):
 
     def _wait(self, timeout: float | None) -> None:
         with self._lock:
-            if self._state != _PENDING:
+            if self._state >= _CANCELLED:
                 return
             if self._event is None:
                 self._event = threading.Event()

@@ -178,7 +178,8 @@ class ClusterMember:
         The future resolves when the send is done in ``mode``: queued (async, after
         any backpressure), received (ack) or applied (sync) by every target; its
         :class:`SendOutcome` names each member that timed out, failed or left. It is a
-        :class:`~.loop.LightFuture`: ``concurrent.futures.Future``'s API, for less CPU.
+        :class:`~.loop.LightFuture`: ``concurrent.futures.Future``'s methods for less CPU,
+        but not one (await it with ``gather_futures``, not ``asyncio.wrap_future``).
         """
         chosen = list(targets) if targets is not None else None
         future: LightFuture[SendOutcome] = LightFuture()
@@ -273,9 +274,10 @@ class ClusterMember:
             except (TimeoutError, OSError):
                 log.warning("some members were not told that this member leaves")
             await transport.close()
-        for waiter in self._waiters.values():
+        stopped = TransportError("the cluster member stopped")
+        for waiter in self._waiters.values():  # running, so not cancellable: told instead
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_exception(stopped)
         for task in list(self._tasks):  # probes and paced sends (a hosted loop lives on)
             task.cancel()
         log.info("cluster member %s left the cluster", self._local)
@@ -292,13 +294,6 @@ class ClusterMember:
             except Exception:  # heartbeats and timeouts must outlive a bug
                 log.exception("cluster member tick failed")
             await asyncio.sleep(interval)
-
-    async def _send(
-        self, kind: str, payload: Any, mode: SendMode, targets: list[MemberInfo] | None, ack_timeout: float | None
-    ) -> SendOutcome:
-        future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
-        self._send_now(kind, payload, mode, targets, ack_timeout, future)
-        return await asyncio.wrap_future(future)
 
     def _send_now(
         self,
@@ -365,7 +360,7 @@ class ClusterMember:
         for member in members:
             await self._transport.wait_writable(member.id)
             self._transport.send(member.id, data)
-        if future is not None:
+        if future is not None and not future.done():  # a stop may have ended it meanwhile
             future.set_result(outcome)
 
     def _complete(self, outcome: SendOutcome) -> None:
@@ -373,9 +368,9 @@ class ClusterMember:
         waiter = self._waiters.pop(outcome.request_id, None)
         if waiter is not None:
             try:
-                waiter.set_result(outcome)  # a concurrent future: safe to resolve from this thread
+                waiter.set_result(outcome)  # either kind is safe to resolve from this thread
             except concurrent.futures.InvalidStateError:
-                pass  # cancelled by a stop
+                pass  # ended by a stop
         for member, status, detail in outcome.failures():
             log.debug("send %d to %s: %s %s", outcome.request_id, member, status.value, detail)
 
