@@ -1,23 +1,24 @@
 """Builds replisession: pure Python, plus the peer channel's per-message modules compiled
-to C by mypyc (from mypy, which type-checks this code already) wherever CPython and a C
-compiler are at hand, which is what ``pip install`` does by default.
+to C by mypyc (from mypy, which type-checks this code already) when a wheel is built on
+CPython with a C compiler at hand, which is what ``pip install`` does.
 
-Compiled, they cost about 13 % less CPU per replicated write (benchmarks/README.md). The
-pure-Python modules stay in the package: without a C compiler the build skips the
-extensions and they serve instead.
-
-``REPLISESSION_COMPILE=0`` builds pure Python only: ``./scripts/test`` installs the
-working tree that way, so that an edited module is never shadowed by a stale compiled one,
-and compiles in place (``./scripts/compile``) only for its second, compiled pass.
+Compiled, they take about 11-13 % fewer instructions per replicated write
+(benchmarks/README.md). The pure-Python modules stay in the package, and the compiled ones
+are all or nothing: if mypyc or the C compiler fails, the build warns and the package is
+pure Python. An editable install (``pip install -e``) is never compiled, so that an edited
+module is never shadowed by a stale compiled one; ``./scripts/compile`` compiles the
+working tree in place on purpose. ``REPLISESSION_COMPILE=0`` builds pure Python only.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 #: What every replicated message passes through, several times per write: the sans-IO
 #: frames, MACs and connection state machine, the channel's bookkeeping, membership, the
@@ -34,16 +35,38 @@ COMPILED = [
     "src/replisession/node/member.py",
 ]
 
+#: The setup.py commands that build code; metadata, sdist and editable installs do not compile.
+_BUILDING = {"build", "build_ext", "bdist_wheel", "install"}
+
+
+class AllOrNothing(build_ext):
+    """Builds every compiled module or none: the modules share one mypyc library, and a
+    package with some of them but not that library would not import."""
+
+    def build_extensions(self) -> None:
+        try:
+            super().build_extensions()
+        except Exception as exc:  # no compiler, no Python.h, a compiler error
+            for path in self.get_outputs():
+                Path(path).unlink(missing_ok=True)
+            self.extensions = []
+            self.warn(f"replisession: compiling failed ({exc}); the package is pure Python")
+
 
 def compiled_modules() -> list[Any]:
     if os.environ.get("REPLISESSION_COMPILE", "1") == "0" or sys.implementation.name != "cpython":
         return []
-    from mypyc.build import mypycify
+    if "editable_wheel" in sys.argv or "develop" in sys.argv or not _BUILDING & set(sys.argv[1:]):
+        return []
+    try:
+        from mypyc.build import mypycify
 
-    extensions = mypycify(COMPILED, opt_level="3", group_name="replisession")
-    for extension in extensions:
-        extension.optional = True  # no C compiler: the build goes on, pure Python
-    return extensions
+        # Type-checks the compiled modules only: the build's environment may not have the
+        # package's dependencies (starlette, uvloop) that other modules import.
+        return mypycify(["--follow-imports=silent", *COMPILED], opt_level="3", group_name="replisession")
+    except (Exception, SystemExit) as exc:  # mypyc missing, or its type check failed (it exits)
+        print(f"replisession: not compiled ({exc!r}); the package is pure Python", file=sys.stderr)
+        return []
 
 
-setup(ext_modules=compiled_modules())
+setup(ext_modules=compiled_modules(), cmdclass={"build_ext": AllOrNothing})
