@@ -22,7 +22,8 @@ from setuptools.command.build_ext import build_ext
 
 #: What every replicated message passes through, several times per write: the sans-IO
 #: frames, MACs and connection state machine, the channel's bookkeeping, membership, the
-#: transport and the member that wires them. Not here: what applications subclass or
+#: transport and the member that wires them, the send futures and the request's wait for
+#: them (loop), and the per-message counters (metrics). Not here: what applications subclass or
 #: patch (listeners, sessions, managers) and what runs once per request at most.
 COMPILED = [
     "src/replisession/wire/frames.py",
@@ -33,6 +34,8 @@ COMPILED = [
     "src/replisession/net/peer.py",
     "src/replisession/net/tcp.py",
     "src/replisession/node/member.py",
+    "src/replisession/node/loop.py",
+    "src/replisession/node/metrics.py",
 ]
 
 #: The setup.py commands that build code; metadata, sdist and editable installs do not compile.

@@ -13,7 +13,6 @@ TestClient does this). Other threads only hand work over (:meth:`call`, :meth:`s
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import concurrent.futures
 import contextlib
@@ -67,7 +66,7 @@ class LightFuture(Generic[T]):
         self._result: T | None = None
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[LightFuture[T]], object]] = []
-        self._lock = _thread.allocate_lock()
+        self._lock = threading.Lock()  # a C lock
         self._event: threading.Event | None = None  # made by the first thread that blocks
 
     def __repr__(self) -> str:
@@ -184,7 +183,7 @@ class LoopThread:
     def __init__(self, name: str = "replisession-member") -> None:
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None  # not "_thread": compiled, a C keyword
         self._ident: int | None = None  # the thread the loop runs on
         self._hosted = False
         self._ready = threading.Event()
@@ -203,7 +202,7 @@ class LoopThread:
     def running(self) -> bool:
         if self._hosted:
             return self._loop is not None and not self._loop.is_closed()
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker is not None and self._worker.is_alive()
 
     @property
     def on_loop(self) -> bool:
@@ -215,8 +214,8 @@ class LoopThread:
             return
         self._ready.clear()
         self._hosted = False
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
+        self._worker = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._worker.start()
         self._ready.wait()
 
     def adopt(self) -> None:
@@ -265,11 +264,11 @@ class LoopThread:
         if not self.running:
             return
         assert self._loop is not None
-        assert self._thread is not None
+        assert self._worker is not None
         self._loop.call_soon_threadsafe(self._loop.stop)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-        self._thread = None
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
+        self._worker = None
         self._loop = None
         self._ident = None
 
