@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any
 
 from ..cluster_config import ClusterConfig
 from ..core.channel import Channel, SendOutcome
@@ -40,18 +40,15 @@ from ..net.probe import probe
 from ..net.tcp import TcpTransport
 from ..wire.auth import derive_cluster_key
 from .listener import ClusterListener
-from .loop import LightFuture, LoopThread
+from .loop import LightFuture, LoopThread, gather_futures
 from .metrics import Metrics
 
-__all__ = ["ClusterMember", "Handler", "SendFuture"]
+__all__ = ["ClusterMember", "Handler"]
 
 #: Unacknowledged messages a stream may have out at once.
 STREAM_WINDOW = 2
 
 log = logging.getLogger("replisession.cluster")
-
-#: A send's future: made by :meth:`ClusterMember.send`, or (the paced sends of a stream) here.
-SendFuture: TypeAlias = "concurrent.futures.Future[SendOutcome] | LightFuture[SendOutcome]"
 
 #: ``handler(sender, payload)`` for DATA of one kind; raising makes a sync send FAILED for that
 #: member. It may return ``(kind, payload)`` replies: they are written to the sender before
@@ -82,7 +79,7 @@ class ClusterMember:
         self._multicast: MulticastDiscovery | None = None
         self._membership: Membership | None = None
         self._local: MemberInfo | None = None
-        self._waiters: dict[int, SendFuture] = {}
+        self._waiters: dict[int, LightFuture[SendOutcome]] = {}
         self._acks: dict[str, list[int]] = {}  # per member: DATA of the current read to acknowledge together
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -206,9 +203,9 @@ class ClusterMember:
 
     async def _stream(self, messages: Iterable[tuple[str, Any, MemberInfo]]) -> int:
         done = 0
-        window: collections.deque[tuple[concurrent.futures.Future[SendOutcome], MemberInfo]] = collections.deque()
+        window: collections.deque[tuple[LightFuture[SendOutcome], MemberInfo]] = collections.deque()
         for kind, payload, target in messages:
-            future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
+            future: LightFuture[SendOutcome] = LightFuture()
             self._send_now(kind, payload, SendMode.ACK, [target], None, future)
             window.append((future, target))
             await asyncio.sleep(0)  # let the transport flush before the next message is built
@@ -222,10 +219,12 @@ class ClusterMember:
             done += 1
         return done
 
-    async def _acknowledged(
-        self, future: concurrent.futures.Future[SendOutcome], target: MemberInfo, done: int
-    ) -> bool:
-        outcome = await asyncio.wrap_future(future)
+    async def _acknowledged(self, future: LightFuture[SendOutcome], target: MemberInfo, done: int) -> bool:
+        # The channel times the send out at send_timeout: the bound here is only a backstop.
+        outcome: SendOutcome | BaseException
+        (outcome,) = await gather_futures([future], self.config.send_timeout + 1.0)
+        if isinstance(outcome, BaseException):
+            raise outcome  # not sent, or the member stopped: the stream stops
         if not outcome.ok:
             log.warning("stream to %s stopped after %d messages: %s", target, done, outcome.failures())
         return outcome.ok
@@ -302,7 +301,7 @@ class ClusterMember:
         mode: SendMode,
         targets: list[MemberInfo] | None,
         ack_timeout: float | None,
-        future: SendFuture | None,
+        future: LightFuture[SendOutcome] | None,
     ) -> None:
         """On the member thread: number, write and (for ack/sync) await acknowledgements.
         ``future`` is None for a :meth:`post`: nobody waits, failures are logged."""
@@ -354,7 +353,7 @@ class ClusterMember:
         members: list[MemberInfo],
         data: Any,
         outcome: SendOutcome,
-        future: SendFuture | None,
+        future: LightFuture[SendOutcome] | None,
     ) -> None:
         assert self._transport is not None
         for member in members:
@@ -368,7 +367,7 @@ class ClusterMember:
         waiter = self._waiters.pop(outcome.request_id, None)
         if waiter is not None:
             try:
-                waiter.set_result(outcome)  # either kind is safe to resolve from this thread
+                waiter.set_result(outcome)  # safe to resolve from this thread
             except concurrent.futures.InvalidStateError:
                 pass  # ended by a stop
         for member, status, detail in outcome.failures():

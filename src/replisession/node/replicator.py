@@ -28,8 +28,8 @@ from ..core.replication import DeltaManager, Outgoing, check_want
 from ..core.session import Session
 from ..core.store import SessionStore
 from .listener import ClusterListener
-from .loop import wait_all
-from .member import ClusterMember, SendFuture
+from .loop import Outcome, wait_all
+from .member import ClusterMember
 
 __all__ = ["Replicator"]
 
@@ -42,7 +42,9 @@ _REBALANCE_CHUNK = 256  # sessions re-placed per hold of the store's lock
 _REBALANCE_WINDOW = 4  # chunks sent and not yet acknowledged
 
 #: The sends of the request being handled (set per request by :meth:`Replicator.begin`).
-_pending: contextvars.ContextVar[list[SendFuture] | None] = contextvars.ContextVar("replisession_pending", default=None)
+_pending: contextvars.ContextVar[list[Outcome[SendOutcome]] | None] = contextvars.ContextVar(
+    "replisession_pending", default=None
+)
 
 
 class Replicator(ClusterListener):
@@ -58,7 +60,7 @@ class Replicator(ClusterListener):
         self.manager: DeltaManager | None = None
         # The last delta sent per session: a request whose own write went out with a
         # concurrent request's release must still wait for it (parallel XHRs).
-        self._in_flight: dict[str, SendFuture] = {}
+        self._in_flight: dict[str, Outcome[SendOutcome]] = {}
         self._in_flight_lock = threading.Lock()
         self._rebalances = 0  # a newer rebalance makes an older one stop
         # BackupManager: full copies whose send failed, per member (member id -> member, ids);
@@ -125,7 +127,7 @@ class Replicator(ClusterListener):
                 return
             self._in_flight[session_id] = future
 
-        def landed(done: SendFuture) -> None:  # only in flight matters
+        def landed(done: Outcome[SendOutcome]) -> None:  # only in flight matters
             with self._in_flight_lock:
                 if self._in_flight.get(session_id) is done:
                     del self._in_flight[session_id]
@@ -149,7 +151,7 @@ class Replicator(ClusterListener):
             for message in manager.accessed(session, self.clock()):
                 self._send(message)
 
-    def pending(self) -> list[SendFuture]:
+    def pending(self) -> list[Outcome[SendOutcome]]:
         """The sends this request must wait for before its response leaves, and forget them."""
         futures = _pending.get() or []
         _pending.set(None)
@@ -168,7 +170,7 @@ class Replicator(ClusterListener):
                 failed = True
         return failed and self.fail_on_timeout
 
-    def fetch(self, session_id: str, route: str | None) -> SendFuture | None:
+    def fetch(self, session_id: str, route: str | None) -> Outcome[SendOutcome] | None:
         """Ask for a session this member lacks, or may hold stale; None when nobody can help.
 
         A cookie routed to another live member means that member served the session
@@ -232,7 +234,7 @@ class Replicator(ClusterListener):
         manager = self.manager
         assert manager is not None
         ids = self.store.ids()
-        window: list[list[SendFuture]] = []
+        window: list[list[Outcome[SendOutcome]]] = []
         started, moved = time.monotonic(), 0
         for start in range(0, len(ids), _REBALANCE_CHUNK):
             if generation != self._rebalances:
@@ -298,7 +300,7 @@ class Replicator(ClusterListener):
 
         future.add_done_callback(report)
 
-    def _send(self, message: Outgoing, *, track: bool = True) -> SendFuture | None:
+    def _send(self, message: Outgoing, *, track: bool = True) -> Outcome[SendOutcome] | None:
         """Send in the configured mode a message the request waits for, else async; None for
         an async send, whose outcome nobody looks at (no future is made for it)."""
         mode = self.mode if message.wait else SendMode.ASYNC
@@ -307,7 +309,7 @@ class Replicator(ClusterListener):
             return None
         return self._send_waited(message, mode, track=track)
 
-    def _send_waited(self, message: Outgoing, mode: SendMode, *, track: bool = True) -> SendFuture:
+    def _send_waited(self, message: Outgoing, mode: SendMode, *, track: bool = True) -> Outcome[SendOutcome]:
         future = self.member.send(message.kind, message.payload, mode, message.targets)
         if message.kind in _PLACING and isinstance(self.manager, BackupManager):
             future.add_done_callback(self._copies_sent(message))
@@ -316,11 +318,11 @@ class Replicator(ClusterListener):
             pending.append(future)
         return future
 
-    def _copies_sent(self, message: Outgoing) -> Callable[[SendFuture], None]:
+    def _copies_sent(self, message: Outgoing) -> Callable[[Outcome[SendOutcome]], None]:
         """A done-callback noting the full copies (or placements) that did not reach a member:
         the timer sends that member the copy and the placement again."""
 
-        def done(future: SendFuture) -> None:
+        def done(future: Outcome[SendOutcome]) -> None:
             if future.cancelled() or future.exception() is not None:
                 return  # not sent at all: the member stopped
             failures = future.result().failures()
