@@ -39,7 +39,17 @@ from _harness import (
     uvicorn_command,
 )
 
-__all__ = ["MODES", "NOISE", "OVERHEAD_VARIANTS", "TOMCAT_ASYNC_LOST", "failover", "lossless", "overhead"]
+__all__ = [
+    "MODES",
+    "NOISE",
+    "OVERHEAD_LABELS",
+    "OVERHEAD_VARIANTS",
+    "TOMCAT_ASYNC_LOST",
+    "failover",
+    "lossless",
+    "overhead",
+    "serve_variant",
+]
 
 MODES = ("async", "ack", "sync")
 ROUTES = ("node1", "node2", "node3")

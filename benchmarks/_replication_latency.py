@@ -1,0 +1,115 @@
+"""The replication benchmark's ``latency`` section: what each send mode adds to a request.
+
+Every variant (a single member, and three members in each send mode) is up at the same
+time, each on a keep-alive connection of its own, and sequential ``GET /hit`` requests go
+to them in turn: one to each variant, in a rotated order, then the next. The variants thus
+share the machine's noise request by request, where ``overhead`` times them minutes apart.
+Each round starts fresh processes: which core the kernel gives each member is sticky within
+a run and differs between runs (see benchmarks/README.md), so rounds sample it.
+
+Used by ``replication.py``; see its docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import time
+from typing import Any
+
+from _harness import HOST, fmt_ms, http_request, median, percentile, print_table, settings
+from _replication_http import NOISE, OVERHEAD_LABELS, serve_variant
+
+__all__ = ["LATENCY_VARIANTS", "latency"]
+
+LATENCY_VARIANTS = ("single", "3x-async", "3x-ack", "3x-sync")
+
+
+def interleaved(ports: dict[str, tuple[int, str | None]], requests: int, skip: int) -> dict[str, list[float]]:
+    """Seconds per ``GET /hit`` for each variant, requests sent to the variants in turn."""
+    names = list(ports)
+    connections = {name: http.client.HTTPConnection(HOST, port, timeout=15) for name, (port, _) in ports.items()}
+    headers = {name: {"Cookie": cookie} if cookie else {} for name, (_, cookie) in ports.items()}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for index in range(skip + requests):
+            shift = index % len(names)  # no variant always follows the same one
+            for name in names[shift:] + names[:shift]:
+                connection = connections[name]
+                start = time.perf_counter()
+                connection.request("GET", "/hit", headers=headers[name])
+                response = connection.getresponse()
+                response.read()
+                elapsed = time.perf_counter() - start
+                if response.status != 200:
+                    raise RuntimeError(f"{name}: GET /hit answered {response.status}")
+                if index >= skip:
+                    times[name].append(elapsed)
+    finally:
+        for connection in connections.values():
+            connection.close()
+    return times
+
+
+def measure_round(names: list[str], requests: int, skip: int) -> dict[str, dict[str, float]]:
+    with contextlib.ExitStack() as stack:
+        ports: dict[str, tuple[int, str | None]] = {}
+        for name in names:
+            port, _, _ = stack.enter_context(serve_variant(name))
+            status, _, cookie = http_request(port, "GET", "/hit")
+            if status != 200 or cookie is None:
+                raise RuntimeError(f"{name}: priming answered {status} with cookie {cookie!r}")
+            ports[name] = (port, cookie)
+        times = interleaved(ports, requests, skip)
+    return {name: {"p50_s": percentile(t, 50), "p99_s": percentile(t, 99)} for name, t in times.items()}
+
+
+def latency(args: argparse.Namespace) -> dict[str, Any]:
+    names = list(args.variants or LATENCY_VARIANTS)
+    if "single" not in names:
+        names.insert(0, "single")
+    print(
+        f"\n== latency: {', '.join(names)} up together; {args.requests} sequential GET /hit each, "
+        f"sent to the variants in turn (after {args.skip} not counted); {args.rounds} rounds, fresh processes each",
+        flush=True,
+    )
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        measured = measure_round(names, args.requests, args.skip)
+        for name in names:
+            sample = measured[name]
+            sample["added_p50_s"] = sample["p50_s"] - measured["single"]["p50_s"]
+            samples[name].append(sample)
+            print(
+                f"  round {round_index + 1} {name:9s} p50 {fmt_ms(sample['p50_s'])} ms  "
+                f"p99 {fmt_ms(sample['p99_s'])} ms  added p50 {fmt_ms(sample['added_p50_s'])} ms",
+                flush=True,
+            )
+    summary = {
+        name: {key: median([s[key] for s in runs]) for key in ("p50_s", "p99_s", "added_p50_s")}
+        for name, runs in samples.items()
+    }
+    if "3x-sync" in summary and "3x-async" in summary:
+        waits = [s["p50_s"] - a["p50_s"] for s, a in zip(samples["3x-sync"], samples["3x-async"], strict=True)]
+        summary["3x-sync"]["over_async_p50_s"] = median(waits)
+    rows = [
+        (
+            OVERHEAD_LABELS[name],
+            fmt_ms(s["p50_s"]),
+            fmt_ms(s["p99_s"]),
+            "-" if name == "single" else fmt_ms(s["added_p50_s"]),
+            fmt_ms(s["over_async_p50_s"]) if "over_async_p50_s" in s else "-",
+        )
+        for name, s in summary.items()
+    ]
+    print_table(
+        f"latency (median of {args.rounds} rounds)",
+        ("variant", "p50 ms", "p99 ms", "added p50 ms", "sync over async p50 ms"),
+        rows,
+    )
+    print(
+        "\nadded: the variant's p50 minus the single member's, in the same round. The client is Python's "
+        "http.client, in this process; its own time is in every variant's figures alike.\n" + NOISE
+    )
+    return {"settings": settings(args), "summary": summary, "samples": samples}
