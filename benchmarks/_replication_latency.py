@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from _harness import HOST, fmt_ms, http_request, median, percentile, print_table, settings
@@ -52,11 +54,15 @@ def interleaved(ports: dict[str, tuple[int, str | None]], requests: int, skip: i
     return times
 
 
-def measure_round(names: list[str], requests: int, skip: int) -> dict[str, dict[str, float]]:
+def measure_round(names: list[str], requests: int, skip: int, pin: Sequence[str] | None) -> dict[str, dict[str, float]]:
     with contextlib.ExitStack() as stack:
         ports: dict[str, tuple[int, str | None]] = {}
         for name in names:
-            port, _, _ = stack.enter_context(serve_variant(name))
+            port, pids, _ = stack.enter_context(serve_variant(name))
+            if pin and name != "single":
+                for pid, cpu in zip(pids, pin, strict=False):
+                    if cpu != "-":
+                        os.sched_setaffinity(pid, {int(cpu)})
             status, _, cookie = http_request(port, "GET", "/hit")
             if status != 200 or cookie is None:
                 raise RuntimeError(f"{name}: priming answered {status} with cookie {cookie!r}")
@@ -71,12 +77,13 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         names.insert(0, "single")
     print(
         f"\n== latency: {', '.join(names)} up together; {args.requests} sequential GET /hit each, "
-        f"sent to the variants in turn (after {args.skip} not counted); {args.rounds} rounds, fresh processes each",
+        f"sent to the variants in turn (after {args.skip} not counted); {args.rounds} rounds, fresh processes each"
+        + (f"; cluster members pinned to cores {args.pin} (A,B,C; - not pinned)" if args.pin else ""),
         flush=True,
     )
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for round_index in range(args.rounds):
-        measured = measure_round(names, args.requests, args.skip)
+        measured = measure_round(names, args.requests, args.skip, args.pin.split(",") if args.pin else None)
         for name in names:
             sample = measured[name]
             sample["added_p50_s"] = sample["p50_s"] - measured["single"]["p50_s"]

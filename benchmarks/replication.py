@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=2000, help="sequential requests timed per variant and round")
     p.add_argument("--skip", type=int, default=200, help="first requests per variant not counted (warm-up)")
     p.add_argument("--variants", nargs="+", choices=LATENCY_VARIANTS, help="the single member is always included")
+    p.add_argument("--pin", help="cores for each cluster's members A,B,C, e.g. -,0,1 (- leaves one free)")
 
     p = sub.add_parser("lag", help="write on A until visible on B, per send mode")
     p.add_argument("--rounds", type=int, default=2)
