@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replisession.core.membership import (
+    REPROBE_FIRST,
     Connect,
     Disconnect,
     Effect,
@@ -791,13 +792,35 @@ def test_random_schedules_converge_once_healed(initial: int, schedule: list[tupl
         assert replayed(sim) == ids(sim)
 
 
-def test_a_probe_that_still_finds_a_listener_after_a_disconnect_is_repeated_each_heartbeat() -> None:
+def test_a_probe_that_still_finds_a_listener_after_a_disconnect_is_repeated_soon_then_less_often() -> None:
     # A SIGKILLed process closes its sockets one by one: the first probe can still reach
-    # its listening socket. The member is looked at again a heartbeat later, not after
-    # the whole drop time.
+    # its listening socket. It is looked at again REPROBE_FIRST later, then at doubling
+    # intervals up to a heartbeat, not after the whole drop time.
     membership = with_peers(A, now=0.0)
     assert membership.disconnected(A.id, 1.0) == [Probe(A)]
-    assert membership.probe_result(A.id, True, 1.01) == []
-    assert Probe(A) not in membership.tick(1.4)
-    assert Probe(A) in membership.tick(1.5)  # heartbeat_interval (0.5) after the first probe
-    assert membership.probe_result(A.id, False, 1.51) == [MemberLeft(A, "crashed")]
+    probes = [1.0]
+    now = 1.0
+    while len(probes) < 6:
+        if membership.probe_result(A.id, True, now + 0.001) != []:
+            raise AssertionError("a probe that found a listener removed the member")
+        now = round(now + 0.01, 2)
+        if Probe(A) in membership.tick(now):
+            probes.append(now)
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    expected = [REPROBE_FIRST, 2 * REPROBE_FIRST, 4 * REPROBE_FIRST, 8 * REPROBE_FIRST, HEARTBEAT]
+    assert gaps == pytest.approx(expected, abs=0.0101)  # ticks every 0.01 s
+    assert membership.probe_result(A.id, False, now + 0.001) == [MemberLeft(A, "crashed")]
+
+
+def test_a_new_disconnect_starts_the_quick_probes_again() -> None:
+    membership = with_peers(A, now=0.0)
+    membership.disconnected(A.id, 1.0)
+    membership.probe_result(A.id, True, 1.001)
+    for step in range(1, 200):  # 2 s of ticks: the probes have slowed to one a heartbeat
+        if Probe(A) in membership.tick(1.0 + step / 100):
+            membership.probe_result(A.id, True, 1.0 + step / 100 + 0.001)
+    membership.connected(A, 3.0)
+    assert membership.disconnected(A.id, 3.5) == [Probe(A)]
+    membership.probe_result(A.id, True, 3.501)
+    assert Probe(A) not in membership.tick(3.54)
+    assert Probe(A) in membership.tick(3.5 + REPROBE_FIRST)

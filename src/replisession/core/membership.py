@@ -17,8 +17,11 @@ what they lack:
   keeps it suspect until it speaks again, or until ``suspect_timeout`` (a process
   hung while its kernel still accepts connections cannot stay a member forever,
   unlike Tomcat's). A lost connection is probed at once, so a killed process is
-  removed within a probe's time. A graceful :class:`~..wire.messages.Leave`
-  removes the sender at once.
+  removed within a probe's time; while a probe still finds a listener there, it is
+  repeated after ``REPROBE_FIRST`` seconds, then twice as long each time up to
+  ``heartbeat_interval`` (a killed process closes its sockets one by one, so the
+  first probe can still reach its listening socket). A graceful
+  :class:`~..wire.messages.Leave` removes the sender at once.
 
 Inputs are method calls with ``now``; outputs are lists of effects (what the
 node must do) and events (what listeners hear), both frozen dataclasses.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from .messages import Heartbeat, Leave, MemberInfo, Message
 
 __all__ = [
+    "REPROBE_FIRST",
     "Connect",
     "Disconnect",
     "Effect",
@@ -108,6 +112,12 @@ class MemberLeft:
 
 Effect = Connect | Disconnect | SendTo | Probe | MemberJoined | MemberSuspected | MemberLeft
 
+#: After a lost connection, how soon a probe that still found a listener is repeated (the
+#: delay then doubles up to ``heartbeat_interval``). The node's tick, every tenth of a
+#: second at most, is what runs it, so a killed member goes within a tick or two instead
+#: of a heartbeat interval.
+REPROBE_FIRST = 0.05
+
 
 @dataclass(slots=True)
 class _Peer:
@@ -116,6 +126,7 @@ class _Peer:
     state: MemberState = MemberState.ALIVE
     suspect_since: float = 0.0
     next_probe: float = 0.0
+    reprobe: float = 0.0  # after a lost connection: the wait before the next probe
     probing: bool = False
     connected: bool = True
 
@@ -258,10 +269,11 @@ class Membership:
         dial = self._dials.setdefault(peer.info.address, _Dial())
         dial.pending = False
         dial.next_at = now
+        peer.reprobe = min(REPROBE_FIRST, self.heartbeat_interval)
         if peer.probing:
             return []
         peer.probing = True
-        peer.next_probe = now + self.heartbeat_interval
+        peer.next_probe = now + peer.reprobe
         return [Probe(peer.info)]
 
     def dial_failed(self, address: Address, now: float, *, refused: bool = False) -> list[Effect]:
@@ -323,10 +335,11 @@ class Membership:
             if now - peer.last_heard < self.drop_time:
                 if not peer.connected and not peer.probing and now >= peer.next_probe:
                     # Its connection closed and a probe still found a listener: a process
-                    # being killed closes its sockets one by one, so look again shortly
-                    # rather than waiting the whole drop time.
+                    # being killed closes its sockets one by one, so look again soon, then
+                    # less and less often, rather than waiting the whole drop time.
                     peer.probing = True
-                    peer.next_probe = now + self.heartbeat_interval
+                    peer.reprobe = min(2 * peer.reprobe, self.heartbeat_interval)
+                    peer.next_probe = now + peer.reprobe
                     effects.append(Probe(peer.info))
                 return effects
             peer.state = MemberState.SUSPECT
