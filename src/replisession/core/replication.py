@@ -566,7 +566,10 @@ class DeltaManager:
                     entries.append([session_id, idle, age, copy.data[0], copy.data[1]])
                     continue
                 session = store.live(session_id)
-            if session is None or session.last_accessed is None:
+            if session is None or session.last_accessed is None or session._was_created:
+                # Still in the request that creates it: its creation delta reaches every
+                # member (the joiner included) when that request ends, or nothing does if
+                # the request empties it; a copy taken now would outlive either.
                 continue
             meta = self._meta.get(session_id) or Meta(owner=local)
             try:
@@ -577,5 +580,8 @@ class DeltaManager:
             packed = pack([meta.owner or local, meta.owner_stamp, meta.mii_stamp, encoded, meta.stamps])
             idle = now - session.last_accessed
             age = now - session.created_at if session.created_at is not None else 0.0
-            entries.append([session_id, max(0.0, idle), max(0.0, age), session._max_inactive_interval, packed])
+            # The timeout in force, as a delta carries it (inf: none): None would read as
+            # "unchanged", and a copy that missed a reset to the default would keep the old one.
+            mii = session.max_inactive_interval
+            entries.append([session_id, max(0.0, idle), max(0.0, age), math.inf if mii is None else mii, packed])
         return entries
