@@ -158,13 +158,15 @@ class StampWatch(DeltaManager):
         super().tick(now)
         self.dropped.update(i for i in remembered if i not in self._meta)
 
-    def _apply_alias(self, old_id: str, new_id: str, stamp: tuple[int, str], now: float) -> None:
+    def _apply_alias(
+        self, old_id: str, new_id: str, stamp: tuple[int, str], now: float, left: float | None = None
+    ) -> None:
         previous, current = self._resolve(old_id), self._resolve(new_id)
         newest: dict[str, tuple[int, str]] = {}
         for held in (self._meta.get(previous), self._meta.get(current)):
             for key, key_stamp in held.stamps.items() if held is not None else ():
                 newest[key] = max(key_stamp, newest.get(key, key_stamp))
-        super()._apply_alias(old_id, new_id, stamp, now)
+        super()._apply_alias(old_id, new_id, stamp, now, left)
         kept = self._meta.get(self._resolve(new_id))
         if previous != current and kept is not None and any(kept.stamps.get(k, (0, "")) < s for k, s in newest.items()):
             self.dropped.update((previous, current))

@@ -51,7 +51,9 @@ def test_cycles_and_second_parents_are_refused_the_same_edge_keeps_its_newest_st
     assert rotations.link("s1", "s2", (5, A), 100.0)  # the same rotation, stamped again: now s2 wins at s1
     assert rotations.resolve("s1", {}) == "s4"
     assert rotations.link("s3", "s4", (6, B), 100.0)  # a newer claim on s4's parent replaces the older
-    assert sorted(rotations.edges()) == [["s1", "s2", [5, A]], ["s1", "s3", [2, B]], ["s3", "s4", [6, B]]]
+    # Each edge with the seconds its family is still remembered (linked until 100, asked at 40).
+    edges = [["s1", "s2", [5, A], 60.0], ["s1", "s3", [2, B], 60.0], ["s3", "s4", [6, B], 60.0]]
+    assert sorted(rotations.edges(40.0)) == edges
     assert rotations.resolve("s1", {}) == "s2"
 
 
@@ -64,12 +66,12 @@ def test_a_family_is_forgotten_as_a_whole_a_horizon_after_its_newest_edge() -> N
     assert (rotations.resolve("s2", {}), rotations.resolve("s8", {})) == ("s3", "s8")
     rotations.forget(20.0)
     assert len(rotations) == 0
-    assert rotations.family("s1") == []
+    assert rotations.family("s1", 20.0) == []
 
 
 def test_the_family_of_any_id_is_every_edge_below_its_root() -> None:
     rotations = linked([*EDGES, ("s7", "s8", (1, A))])
-    expected = sorted([old, new, list(stamp)] for old, new, stamp in EDGES)
-    assert sorted(rotations.family("s4")) == sorted(rotations.family("s1")) == expected
+    expected = sorted([old, new, list(stamp), 0.0] for old, new, stamp in EDGES)  # none left at 100
+    assert sorted(rotations.family("s4", 100.0)) == sorted(rotations.family("s1", 100.0)) == expected
     assert rotations.descends("s4", "s1")
     assert not rotations.descends("s3", "s2")

@@ -394,7 +394,7 @@ def test_a_welcome_of_another_cluster() -> None:
 
 def test_another_protocol_version() -> None:
     hello = forge(FrameType.HELLO, encode_message(Hello("prod", ALICE, NONCE_I, protocol=1))[1], KEY)
-    fails(make(False), hello, r"^protocol version 1 is not supported \(we speak 2\)$")
+    fails(make(False), hello, r"^protocol version 1 is not supported \(we speak 3\)$")
 
 
 def test_a_connection_to_ourselves() -> None:
@@ -536,8 +536,8 @@ def test_garbage(responder: Callable[[], PeerConnection]) -> None:
 
 def test_another_frame_version() -> None:
     frame = bytearray(make(True).initiate())
-    frame[2] = 1  # a member from before acknowledgements were batched
-    fails(make(False), bytes(frame), r"^unsupported frame version 1 \(we speak 2\)$")
+    frame[2] = 2  # a member from before transfers said how long ended ids are remembered
+    fails(make(False), bytes(frame), r"^unsupported frame version 2 \(we speak 3\)$")
 
 
 @pytest.mark.parametrize("frame_type", [0, 9, 99, 255])

@@ -106,10 +106,10 @@ def test_a_frame_of_exactly_the_maximum_size_is_accepted() -> None:
     ("header", "message"),
     [
         (b"GET / HTTP/1.1\r\n", "bad frame magic b'GE': the peer does not speak the replisession protocol"),
-        (struct.pack(">2sBBBI", b"RS", 3, 6, 0, 0), "unsupported frame version 3 (we speak 2)"),
-        (struct.pack(">2sBBBI", b"RS", 1, 6, 0, 0), "unsupported frame version 1 (we speak 2)"),
-        (struct.pack(">2sBBBI", b"RS", 2, 6, 0x02, 0), "unknown frame flags 0x02"),
-        (struct.pack(">2sBBBI", b"RS", 2, 6, 0x81, 0), "unknown frame flags 0x81"),
+        (struct.pack(">2sBBBI", b"RS", 4, 6, 0, 0), "unsupported frame version 4 (we speak 3)"),
+        (struct.pack(">2sBBBI", b"RS", 2, 6, 0, 0), "unsupported frame version 2 (we speak 3)"),
+        (struct.pack(">2sBBBI", b"RS", 3, 6, 0x02, 0), "unknown frame flags 0x02"),
+        (struct.pack(">2sBBBI", b"RS", 3, 6, 0x81, 0), "unknown frame flags 0x81"),
     ],
 )
 def test_bad_headers_are_refused(header: bytes, message: str) -> None:

@@ -59,12 +59,12 @@ def test_every_message_round_trips(message: Message) -> None:
 
 
 def test_a_hello_carries_the_protocol_version() -> None:
-    assert Hello("prod", ALICE, NONCE).protocol == PROTOCOL_VERSION == 2
+    assert Hello("prod", ALICE, NONCE).protocol == PROTOCOL_VERSION == 3
     assert msgpack.unpackb(encode_message(Hello("prod", ALICE, NONCE))[1]) == {
         "cluster": "prod",
         "member": ["alice", "10.0.0.1", 4000, "0123456789abcdef" * 2],
         "nonce": NONCE,
-        "protocol": 2,
+        "protocol": 3,
     }
 
 

@@ -217,7 +217,7 @@ class BackupManager(DeltaManager):
         elif placed is not None and placed.owner == self.local.id:
             holders = self._live(placed.holders)
             if holders:
-                edges = self._rotations.family(new_id)
+                edges = self._rotations.family(new_id, now)
                 self._relay.append(Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, holders))
         elif self._relaying and new_id not in self._placed:
             self._unplaced.setdefault(new_id, now)

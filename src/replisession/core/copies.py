@@ -36,6 +36,7 @@ class Meta:
     owner: str = ""
     owner_stamp: Stamp = ZERO
     mii_stamp: Stamp = ZERO
+    idle: float = 0.0  # the session's own idle timeout as last replicated (0: none seen; inf: none)
     last_notice: float = float("-inf")
     held: bool = True  # False: stamps of removals for a session not here yet, kept until ``until``
     until: float = float("inf")

@@ -43,7 +43,8 @@ __all__ = [
     "encode_message",
 ]
 
-PROTOCOL_VERSION = 2  # 2: BATCH frames, an ACK for several DATA, transfers with rotation edges
+PROTOCOL_VERSION = 3  # 2: BATCH frames, an ACK for several DATA, transfers with rotation edges;
+# 3: the ended ids and rotation edges a transfer carries say how long they are still remembered
 _MAX_MEMBERS = 4096  # a gossip list longer than this is an attack, not a cluster
 _MAX_TEXT = 1024
 

@@ -47,14 +47,16 @@ DELTA = {
     "age": "seconds",
 }
 ACCESS = {"id": str, "owner": str, "stamp": _STAMP}
-SESSIONS = {"sessions": list, "last": bool, "dead": "keys", "aliases": "aliases"}
+SESSIONS = {"sessions": list, "last": bool, "dead": "dead", "aliases": "aliases"}
 # A transferred session is ``[id, idle, age, mii, packed]``: what expiry needs in the
 # clear, everything else in ``packed``, which a joining member keeps as it is until the
 # session is used (see :class:`.store.Dormant`). ``packed`` is msgpack of
 # ``[owner, owner_stamp, mii_stamp, values, stamps]``: ``values`` the serializer's
 # encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
-# ``aliases``: every rotation edge the sender knows, ``[old id, new id, stamp]`` (the stamp of
-# the delta that rotated it), so the receiver picks the same id of each family (:mod:`.rotations`).
+# ``aliases``: every rotation edge the sender knows, ``[old id, new id, stamp, seconds left]``
+# (the stamp of the delta that rotated it), so the receiver picks the same id of each family
+# (:mod:`.rotations`); ``dead``: the ids of ended sessions, ``[id, seconds left]``. Seconds left:
+# how much longer the sender remembers it, so that passing it on never extends its life.
 WANT = {"ids": (list, type(None))}
 PLACEMENT = {"id": str, "owner": str, "stamp": _STAMP, "holders": "keys", "keep": bool, "replaces": str}
 # Many placements at once (a rebalance): each element is a PLACEMENT, checked as one.
@@ -82,6 +84,8 @@ def check(payload: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
             ok = (value is None and kind == "seconds?") or _is_seconds(value)
         elif kind == "aliases":
             ok = isinstance(value, list) and all(_is_edge(edge) for edge in value)
+        elif kind == "dead":
+            ok = isinstance(value, list) and all(_is_ended(item) for item in value)
         else:
             ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if not ok:
@@ -158,11 +162,16 @@ def _is_seconds(value: Any) -> bool:
 def _is_edge(value: Any) -> bool:
     return (
         type(value) is list
-        and len(value) == 3
+        and len(value) == 4
         and type(value[0]) is str
         and type(value[1]) is str
         and _is_stamp(value[2])
+        and _is_seconds(value[3])
     )
+
+
+def _is_ended(value: Any) -> bool:
+    return type(value) is list and len(value) == 2 and type(value[0]) is str and _is_seconds(value[1])
 
 
 def _is_stamp(value: Any) -> bool:

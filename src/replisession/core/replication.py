@@ -76,6 +76,11 @@ class Outgoing:
     wait: bool = True  # False: never worth delaying a response for (access notices)
 
 
+#: The longest idle timeout of a session's own that its ended or rotated id is remembered for
+#: (twice, as for the policy's): a week, so one session set to a year cannot pin tombstones.
+LONGEST_REMEMBERED_IDLE = 7 * 24 * 3600.0
+
+
 class DeltaManager:
     """Replication of one member's store to every other member."""
 
@@ -104,7 +109,9 @@ class DeltaManager:
         idle = store.policy.max_inactive_interval
         # Notices at least four times per idle timeout, and at most once a minute.
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
-        self._horizon = (idle or 3600.0) * 2 + self.access_throttle
+        self._idle = idle or 3600.0
+        self._horizon = self._horizon_for(None)
+        self._longest_horizon = self._horizon_for(Meta(idle=LONGEST_REMEMBERED_IDLE))
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
         store.waker = self._wake
@@ -191,7 +198,7 @@ class DeltaManager:
             meta.stamps[key] = stamp
         meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
         if delta.max_inactive_interval is not None:
-            meta.mii_stamp = stamp
+            meta.mii_stamp, meta.idle = stamp, delta.max_inactive_interval
         session = self.store.peek(session_id)
         if session is not None:
             session._grace = 0.0
@@ -208,11 +215,11 @@ class DeltaManager:
             body = check(payload, SESSIONS)
             for entry in [check_entry(entry) for entry in body["sessions"]]:  # all valid, or none taken
                 self._take_entry(entry, now)
-            for session_id in body["dead"]:
-                self._apply_dead(self._resolve(session_id), now)
-            for old, new, raw in body["aliases"]:
+            for session_id, left in body["dead"]:
+                self._apply_dead(self._resolve(session_id), now, left=left)
+            for old, new, raw, left in body["aliases"]:
                 self._witness(stamp_of(raw))
-                self._apply_alias(old, new, stamp_of(raw), now)
+                self._apply_alias(old, new, stamp_of(raw), now, left=left)
             if body["last"] and self._transfers.pop(sender.id, None) is not None:
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
         elif kind == "want":
@@ -220,7 +227,7 @@ class DeltaManager:
             if ids is not None:  # on demand: these sessions, at once, in one reply
                 entries = self._entries(ids, now)
                 # With the rotations of their families: a cookie with a losing id finds the session there.
-                edges = {edge[1]: edge for i in ids for edge in self._rotations.family(i)} if entries else {}
+                edges = {edge[1]: edge for i in ids for edge in self._rotations.family(i, now)} if entries else {}
                 return [self.sessions_message(entries, (sender,), aliases=list(edges.values()))]
         else:
             raise RemoteProtocolError(f"unknown replication message {kind!r}")
@@ -341,7 +348,7 @@ class DeltaManager:
             # back, but keep no empty copy (it would look like an emptied session).
             for key in body["removes"]:
                 meta.stamps[key] = max(stamp, meta.stamps.get(key, ZERO))
-            meta.held, meta.until = False, now + self._horizon
+            meta.held, meta.until = False, now + self._horizon_for(meta)
             return
         session, created = self.store.replica(session_id, now)
         if created:
@@ -357,26 +364,27 @@ class DeltaManager:
                 meta.stamps[key] = stamp
                 self._writer.remove(session, key)
         if body["mii"] is not None and stamp > meta.mii_stamp:
-            meta.mii_stamp = stamp
+            meta.mii_stamp, meta.idle = stamp, body["mii"]
             session._max_inactive_interval = None if body["mii"] == float("inf") else float(body["mii"])
         self._touch(session, meta, body["owner"], stamp, now)
 
-    def _apply_dead(self, session_id: str, now: float, *, expired: bool = False) -> None:
-        """The session ended on another member: drop the copy (listeners told) and bury the id."""
+    def _apply_dead(self, session_id: str, now: float, *, expired: bool = False, left: float | None = None) -> None:
+        """The session ended on another member: drop the copy (listeners told) and bury the id
+        (for ``left`` seconds when a transfer says how long its sender still remembers it)."""
         session = self.store.drop(session_id)
-        self._bury(session_id, now)
+        self._bury(session_id, now, left)
         if session is not None and self.notify and self.store.listeners:
             reason = DestroyReason.EXPIRED if expired else DestroyReason.INVALIDATED
             session._id = session_id  # readable in the listener, as on the owner
             fire(self.store.listeners, "session_destroyed", session, reason)
             session._id = None
 
-    def _apply_alias(self, old_id: str, new_id: str, stamp: Stamp, now: float) -> None:
+    def _apply_alias(self, old_id: str, new_id: str, stamp: Stamp, now: float, left: float | None = None) -> None:
         """``old_id`` was rotated to ``new_id`` by the delta stamped ``stamp``: keep the edge, and
         move what this member held under an id that is no longer its family's canonical one
         (the old id's, or the losing side of a concurrent rotation) to the one that is."""
         before = dict.fromkeys((self._resolve(old_id), self._resolve(new_id), new_id))
-        if not self._alias(old_id, new_id, stamp, now):
+        if not self._alias(old_id, new_id, stamp, now, left):
             return  # refused: a cycle, or a second parent for a fresh id
         canonical = self._resolve(new_id)
         family = dict.fromkeys((*before, canonical))
@@ -419,7 +427,7 @@ class DeltaManager:
             self._writer.merge(old, old_meta, new, self._meta.setdefault(new_id, Meta()))
             self.store.drop(previous)
         else:  # no copy under the old id, only the stamps of removals: they still count
-            meta = self._meta.setdefault(new_id, Meta(held=False, until=now + self._horizon))
+            meta = self._meta.setdefault(new_id, Meta(held=False, until=now + self._horizon_for(old_meta)))
             for key, key_stamp in old_meta.stamps.items():
                 if key_stamp > meta.stamps.get(key, ZERO):
                     meta.stamps[key] = key_stamp
@@ -507,7 +515,7 @@ class DeltaManager:
                 self._writer.remove(session, key)
         mii = copy.data[0]
         if mii is not None and (mii_stamp > meta.mii_stamp or created):
-            meta.mii_stamp = mii_stamp
+            meta.mii_stamp, meta.idle = mii_stamp, mii
             session._max_inactive_interval = None if mii == math.inf else float(mii)
         if owner_stamp >= meta.owner_stamp:
             meta.owner, meta.owner_stamp = owner, owner_stamp
@@ -522,12 +530,27 @@ class DeltaManager:
             meta.owner, meta.owner_stamp = owner, stamp
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
-    def _bury(self, session_id: str, now: float) -> None:
-        self._tombstones[session_id] = now + self._horizon
-        self._meta.pop(session_id, None)
+    def _horizon_for(self, meta: Meta | None) -> float:
+        """How long an ended or rotated id is remembered: two idle timeouts and a notice
+        interval, so no copy still valid somewhere can bring it back. The session's own
+        timeout counts when it is longer than the policy's (up to ``LONGEST_REMEMBERED_IDLE``);
+        a session without one is remembered as long as the policy says."""
+        idle = self._idle
+        if meta is not None and idle < meta.idle < math.inf:
+            idle = min(meta.idle, LONGEST_REMEMBERED_IDLE)
+        return idle * 2 + self.access_throttle
 
-    def _alias(self, old: str, new: str, stamp: Stamp, now: float) -> bool:
-        return self._rotations.link(old, new, stamp, now + self._horizon)
+    def _until(self, meta: Meta | None, now: float, left: float | None) -> float:
+        """When to forget: the horizon from now, or what a transfer's sender had ``left``."""
+        return now + (self._horizon_for(meta) if left is None else min(left, self._longest_horizon))
+
+    def _bury(self, session_id: str, now: float, left: float | None = None) -> None:
+        until = self._until(self._meta.pop(session_id, None), now, left)
+        self._tombstones[session_id] = max(until, self._tombstones.get(session_id, until))
+
+    def _alias(self, old: str, new: str, stamp: Stamp, now: float, left: float | None = None) -> bool:
+        meta = self._meta.get(new) or self._meta.get(old)
+        return self._rotations.link(old, new, stamp, self._until(meta, now, left))
 
     def sessions_message(
         self,
@@ -535,18 +558,21 @@ class DeltaManager:
         targets: tuple[MemberInfo, ...],
         *,
         last: bool = False,
+        dead: list[list[Any]] | None = None,
         aliases: list[list[Any]] | None = None,
     ) -> Outgoing:
-        """A ``sessions`` message carrying transfer entries (and ``aliases``: rotation edges). The
-        last batch of a state transfer also says which sessions ended and which ids were rotated
-        (every edge with its stamp, so the joiner picks the same id of each family), so a member
-        that missed an invalidation drops its copy."""
-        dead: list[str] = []
-        aliases = aliases or []
-        if last:
-            with self.store.lock:
-                dead, aliases = list(self._tombstones), self._rotations.edges()
-        return Outgoing("sessions", {"sessions": entries, "last": last, "dead": dead, "aliases": aliases}, targets)
+        """A ``sessions`` message carrying transfer entries, and ``dead`` (ended ids) and
+        ``aliases`` (rotation edges), each with the seconds it is still remembered here."""
+        payload = {"sessions": entries, "last": last, "dead": dead or [], "aliases": aliases or []}
+        return Outgoing("sessions", payload, targets)
+
+    def ended(self, now: float) -> tuple[list[list[Any]], list[list[Any]]]:
+        """Every ended id and every rotation edge this member remembers, with the seconds
+        left: the end of a state transfer, so a member that missed an invalidation drops its
+        copy and a joiner picks the same id of each family (every edge with its stamp)."""
+        with self.store.lock:
+            dead = [[session_id, max(0.0, until - now)] for session_id, until in self._tombstones.items()]
+            return dead, self._rotations.edges(now)
 
     def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:
         """Transfer entries (see :mod:`.payloads`); a dormant copy is passed on still packed."""

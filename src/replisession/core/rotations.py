@@ -103,14 +103,13 @@ class Rotations:
         """``session_id`` is ``ancestor`` or was rotated from it (directly or not)."""
         return self._ancestor(ancestor, session_id)
 
-    def family(self, session_id: str) -> list[list[Any]]:
+    def family(self, session_id: str, now: float) -> list[list[Any]]:
         """The edges of ``session_id``'s family, as :meth:`edges` writes them."""
         edges: list[list[Any]] = []
         pending = [self.root(session_id)]
         while pending and len(edges) < _DEPTH * _DEPTH:
             for new in self._down.get(pending.pop(), {}):
-                edge = self._up[new]
-                edges.append([edge.old, new, list(edge.stamp)])
+                edges.append(self._written(new, now))
                 pending.append(new)
         return edges
 
@@ -119,9 +118,15 @@ class Rotations:
         for new in [new for new, edge in self._up.items() if edge.until <= now]:
             self._unlink(new)
 
-    def edges(self) -> list[list[Any]]:
-        """Every edge as ``[old, new, stamp]`` (a state transfer carries them)."""
-        return [[edge.old, new, list(edge.stamp)] for new, edge in self._up.items()]
+    def edges(self, now: float) -> list[list[Any]]:
+        """Every edge as ``[old, new, stamp, seconds left]`` (a state transfer carries them): the
+        receiver keeps it only as long as this member still would, so passing it on never
+        extends its life."""
+        return [self._written(new, now) for new in self._up]
+
+    def _written(self, new: str, now: float) -> list[Any]:
+        edge = self._up[new]
+        return [edge.old, new, list(edge.stamp), max(0.0, edge.until - now)]
 
     def _ancestor(self, candidate: str, session_id: str) -> bool:
         """``candidate`` is ``session_id`` or one of the ids it descends from."""

@@ -48,11 +48,28 @@ class TransferStream:
                 # A batch ends at batch_size sessions or batch_bytes, so it always fits a frame.
                 if len(batch) >= manager.batch_size or size >= manager.batch_bytes:
                     self.sent += len(batch)
-                    yield self._batch(batch, False)
+                    yield manager.sessions_message(batch, (self.to,))
                     batch, size = [], 0
         self.sent += len(batch)
-        yield self._batch(batch, True)
+        yield from self._ended(batch, size)
         self.finished = True
 
-    def _batch(self, entries: list[list[Any]], last: bool) -> Outgoing:
-        return self._manager.sessions_message(entries, (self.to,), last=last)
+    def _ended(self, batch: list[list[Any]], size: int) -> Iterator[Outgoing]:
+        """The last sessions, then every ended id and rotation edge, cut at ``batch_bytes`` as
+        sessions are; the last message says the transfer is complete."""
+        manager = self._manager
+        dead, aliases = manager.ended(self._now())
+        out: dict[str, list[list[Any]]] = {"dead": [], "aliases": []}
+        for field, items in (("dead", dead), ("aliases", aliases)):
+            for item in items:
+                size += _ENDED_SIZE + sum(len(part) for part in item if type(part) is str)
+                out[field].append(item)
+                if size >= manager.batch_bytes:
+                    yield manager.sessions_message(batch, (self.to,), dead=out["dead"], aliases=out["aliases"])
+                    batch, size, out = [], 0, {"dead": [], "aliases": []}
+        yield manager.sessions_message(batch, (self.to,), last=True, dead=out["dead"], aliases=out["aliases"])
+
+
+# What an ended id or a rotation edge adds to a batch besides its ids: msgpack's list and
+# string headers, a stamp (a counter and a member id) and the seconds left.
+_ENDED_SIZE = 64
