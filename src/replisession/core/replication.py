@@ -115,6 +115,7 @@ class DeltaManager:
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
         store.waker = self._wake
+        store.rotated = self._rotated
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -455,6 +456,14 @@ class DeltaManager:
             self._wake(session_id, copy)
         else:
             self.store.hold(session_id, copy)
+
+    def _rotated(self, old_id: str, new_id: str) -> None:
+        """A request here rotated ``old_id`` to ``new_id`` (the store's hook; under its lock). The
+        stamps move with the session at once, not when the request ends: a delta, a transfer or
+        the timer meanwhile finds them under the id the session is held by."""
+        meta = self._meta.pop(old_id, None)
+        if meta is not None:
+            self._meta[new_id] = meta
 
     def _wake(self, session_id: str, copy: Dormant) -> None:
         """Unpack a transferred copy into the store (the store's waker; under its lock)."""

@@ -108,6 +108,9 @@ class SessionStore:
         # Turns a dormant copy into a stored session (it calls :meth:`replica`); without
         # one, dormant copies are never woken and only expire.
         self.waker: Callable[[str, Dormant], None] | None = None
+        #: Called (under the lock) when a request rotates a session's id, before the request
+        #: ends: the replication manager moves what it knows of the session to the new id.
+        self.rotated: Callable[[str, str], None] | None = None
         self.change_sink: ChangeSink | None = None
         # Ids this store rotated away, with their successors: replication must never
         # recreate a retired id from a late message (session fixation), only follow it.
@@ -254,6 +257,8 @@ class SessionStore:
             self.retired[old_id] = new_id
             if len(self.retired) > _MAX_RETIRED:
                 del self.retired[next(iter(self.retired))]
+            if self.rotated is not None:
+                self.rotated(old_id, new_id)
             if session._previous_id is None and not session._was_created:
                 session._previous_id = old_id  # replicas know the session by its id at the last delta
             return new_id
