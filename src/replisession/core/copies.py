@@ -52,6 +52,8 @@ class CopyWriter:
     def set(self, session: Session, key: str, value: Any, encoded: bytes | None) -> None:
         if session._delta is not None and key in session._delta:
             return  # a request here wrote it and has not released yet: its newer stamp will win
+        if self._changed_in_place(session, key):
+            return  # the same, for a change a request made in place (found now, not at release)
         old = dict.get(session, key, _MISSING)
         dict.__setitem__(session, key, value)
         if session._read is not None and key in session._read:
@@ -66,11 +68,32 @@ class CopyWriter:
     def remove(self, session: Session, key: str) -> None:
         if session._delta is not None and key in session._delta:
             return  # a pending local write of this key will win
+        if self._changed_in_place(session, key):
+            return
         old = dict.pop(session, key, _MISSING)
         if session._read is not None:
             session._read.pop(key, None)
         if old is not _MISSING and self.notify and self.store.listeners:
             fire(self.store.listeners, "attribute_removed", session, key, old)
+
+    def _changed_in_place(self, session: Session, key: str) -> bool:
+        """A request holding ``session`` read ``key`` and has changed the value in place since:
+        it becomes the request's pending write (what its release would have found), so a
+        replicated value does not replace it and its snapshot, and the change is not lost."""
+        read, delta = session._read, session._delta
+        if not session._holders or read is None or delta is None or key not in read:
+            return False
+        value = dict.get(session, key, _MISSING)
+        if value is _MISSING:
+            return False
+        try:
+            after = self.store.serializer.dumps(value)
+        except TypeError:
+            return False  # unencodable: the release reports it, and the replicated value is taken
+        if after == read[key]:
+            return False
+        delta[key] = read[key] = after
+        return True
 
     def merge(self, source: Session, source_meta: Meta, target: Session, meta: Meta) -> None:
         """Merge ``source`` (a copy going away) into ``target``: per key, the newer write or removal;
