@@ -1,4 +1,4 @@
-"""Expiry of a replica's copy while the session is in use on its owner (known bugs)."""
+"""Expiry of a replica's copy while the session is in use on its owner."""
 
 from __future__ import annotations
 
@@ -29,14 +29,6 @@ def test_a_replica_that_never_served_the_session_keeps_it_whole_while_a_long_req
     assert b.sessions() == a.sessions() == {"s1": {"x": 1, "y": 3}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug: a replica that once served the session still tracks changes, so its sweep sends"
-        " an expiry to every member, the owner's in-use session included (store.sweep / _remove on "
-        "a member that does not own the session)"
-    ),
-)
 def test_expiry_on_a_replica_never_ends_a_session_its_owner_is_using() -> None:
     a, b = replicas(A, B, policy=SessionPolicy(max_inactive_interval=100))
     deliver(a, a.request(None, put(x=1), 0.0).messages, b, now=0.0)

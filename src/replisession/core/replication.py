@@ -127,7 +127,17 @@ class DeltaManager:
         return self._delta_message(delta, now)
 
     def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
-        """Every message a session's change (or end) needs: here, one delta to every member."""
+        """Every message a session's change (or end) needs: here, one delta to every member.
+
+        A copy that expires here while another member owns the session goes silently: every
+        member expires its own copy by its own idle time, and the owner may be serving a
+        request longer than the timeout (no notice leaves before a request ends), which an
+        end from here would cut short."""
+        if delta.destroyed and delta.expired:
+            meta = self._meta.get(delta.session_id)
+            if meta is not None and meta.owner and meta.owner != self.local.id:
+                del self._meta[delta.session_id]  # no tombstone: the owner's next delta may bring it back
+                return []
         return [self._delta_message(delta, now)]
 
     def rebalance(self, session_ids: Iterable[str], now: float) -> list[Outgoing]:
