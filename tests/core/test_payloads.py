@@ -18,6 +18,7 @@ VALID: dict[str, Any] = {
     "stamp": [3, "f" * 32],
     "sets": {"cart": b"\x91\x01"},
     "removes": ["old"],
+    "created": False,
     "destroyed": False,
     "expired": False,
     "mii": None,

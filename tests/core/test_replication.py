@@ -48,9 +48,20 @@ def replicas(*infos: MemberInfo, **options: Any) -> list[Replica]:
 
 
 def deliver(sender: Replica, messages: list[Outgoing], *receivers: Replica, now: float = 0.0) -> None:
+    """Each message to each receiver. A receiver may only ask for a session it holds part of
+    (see :func:`answered`); nothing else comes back."""
     for message in messages:
         for receiver in receivers:
-            assert receiver.receive(sender, message, now) == []
+            assert [reply.kind for reply in receiver.receive(sender, message, now)] in ([], ["want"])
+
+
+def answered(sender: Replica, messages: list[Outgoing], *receivers: Replica, now: float = 0.0) -> None:
+    """:func:`deliver`, and what a receiver asks the sender for comes back to it at once."""
+    for message in messages:
+        for receiver in receivers:
+            for reply in receiver.receive(sender, message, now):
+                answers = sender.receive(receiver, reply, now)
+                deliver(sender, answers, receiver, now=now)
 
 
 def put(**values: Any) -> Callable[[Session], None]:
@@ -91,6 +102,7 @@ def test_a_changed_session_goes_out_as_one_delta_with_a_fresh_stamp() -> None:
                 "stamp": [1, A.id],
                 "sets": {"x": dumps(1), "cart": dumps([1])},
                 "removes": [],
+                "created": True,
                 "destroyed": False,
                 "expired": False,
                 "mii": None,
@@ -344,6 +356,7 @@ def good_delta() -> dict[str, Any]:
         "stamp": [5, A.id],
         "sets": {"k": dumps(1)},
         "removes": [],
+        "created": False,
         "destroyed": False,
         "expired": False,
         "mii": None,
@@ -371,7 +384,8 @@ _DROP = object()
 MALFORMED = {
     "not a map": ("delta", [1, 2]),
     "missing field": changed("delta", good_delta, age=_DROP),
-    "extra field": changed("delta", good_delta, created=True),
+    "extra field": changed("delta", good_delta, flags=1),
+    "created not a bool": changed("delta", good_delta, created=1),
     "id not text": changed("delta", good_delta, id=9),
     "prev not text": changed("delta", good_delta, prev=b"s1"),
     "stamp too short": changed("delta", good_delta, stamp=[5]),

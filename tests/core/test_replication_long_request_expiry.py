@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from replisession.core.store import SessionPolicy
 
-from .test_replication import A, B, deliver, put, read, replicas
+from .test_replication import A, B, answered, deliver, put, read, replicas
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug: a replica cannot see a request in progress on the owner (notices go out at "
-        "release), so after the idle timeout and the grace it drops its copy, and the owner's "
-        "release delta re-creates it without the other keys"
-    ),
-)
 def test_a_replica_that_never_served_the_session_keeps_it_whole_while_a_long_request_runs_on_the_owner() -> None:
     a, b = replicas(A, B, policy=SessionPolicy(max_inactive_interval=100))  # copies: 100 s idle + 25 s grace
     deliver(a, a.request(None, put(x=1, y=2), 0.0).messages, b, now=0.0)
@@ -24,8 +14,8 @@ def test_a_replica_that_never_served_the_session_keeps_it_whole_while_a_long_req
     session["y"] = 3
     assert b.store.sweep(130.0) == 1  # b's copy looks idle: dropped silently, a still uses the session
     done = a.end(session, 140.0, "s1")
-    deliver(a, done.messages, b, now=140.0)
-    # the owner's session is {x: 1, y: 3}; b re-creates its copy from the delta alone
+    answered(a, done.messages, b, now=140.0)
+    # the owner's session is {x: 1, y: 3}; b re-creates its copy from the delta, then asks for the rest
     assert b.sessions() == a.sessions() == {"s1": {"x": 1, "y": 3}}
 
 

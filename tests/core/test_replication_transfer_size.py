@@ -22,6 +22,7 @@ def test_the_last_batch_of_a_transfer_respects_batch_bytes_however_many_sessions
             "stamp": [n + 1, A.id],
             "sets": {},
             "removes": [],
+            "created": False,
             "destroyed": True,
             "expired": True,
             "mii": None,

@@ -78,6 +78,7 @@ def test_the_losing_id_of_a_concurrent_rotation_is_served_and_its_cookie_re_issu
         "stamp": [stamp[0], B.id],
         "sets": {"y": dumps(2)},
         "removes": [],
+        "created": False,
         "destroyed": False,
         "expired": False,
         "mii": None,

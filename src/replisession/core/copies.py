@@ -39,6 +39,7 @@ class Meta:
     idle: float = 0.0  # the session's own idle timeout as last replicated (0: none seen; inf: none)
     last_notice: float = float("-inf")
     held: bool = True  # False: stamps of removals for a session not here yet, kept until ``until``
+    partial: bool = False  # the copy was made of a delta alone; the whole session was asked for
     until: float = float("inf")
 
 

@@ -41,6 +41,7 @@ DELTA = {
     "stamp": _STAMP,
     "sets": "sets",
     "removes": "keys",
+    "created": bool,
     "destroyed": bool,
     "expired": bool,
     "mii": "seconds?",
@@ -114,6 +115,7 @@ def check_delta(payload: Any) -> Mapping[str, Any]:
         and all(type(k) is str and type(v) is bytes for k, v in payload["sets"].items())
         and type(payload["removes"]) is list
         and all(type(k) is str for k in payload["removes"])
+        and type(payload["created"]) is bool
         and type(payload["destroyed"]) is bool
         and type(payload["expired"]) is bool
         and (payload["mii"] is None or _is_seconds(payload["mii"]))

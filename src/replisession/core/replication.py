@@ -186,6 +186,7 @@ class DeltaManager:
             "stamp": list(stamp),
             "sets": dict(delta.sets),
             "removes": sorted(delta.removes),
+            "created": delta.created,
             "destroyed": delta.destroyed,
             "expired": delta.expired,
             "mii": delta.max_inactive_interval,
@@ -219,7 +220,9 @@ class DeltaManager:
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         """Apply a message from ``sender``; returns replies (a state transfer's batches come from :meth:`stream`)."""
         if kind == "delta":
-            self._apply_delta(check_delta(payload), now)
+            partial = self._apply_delta(check_delta(payload), now)
+            if partial is not None:  # the whole session, from the member that wrote this
+                return [self.fetch([partial], (sender,))]
         elif kind == "access":
             self._apply_access(check(payload, ACCESS), now)
         elif kind == "sessions":
@@ -294,6 +297,12 @@ class DeltaManager:
         """Ask ``targets`` for these sessions now (a request for one not transferred yet, or failover)."""
         return Outgoing("want", {"ids": list(session_ids)[:MAX_IDS]}, tuple(targets))
 
+    def partial(self, session_id: str) -> bool:
+        """This member holds only part of the session: a copy made of a delta alone, until a
+        whole copy (a transfer, or the answer to asking for it) arrives. A request must fetch it."""
+        meta = self._meta.get(self._resolve(session_id))
+        return meta is not None and meta.partial
+
     def is_dead(self, session_id: str) -> bool:
         return self._resolve(session_id) in self._tombstones
 
@@ -338,7 +347,9 @@ class DeltaManager:
         """The id this member holds ``session_id``'s session under: its family's canonical id."""
         return self._rotations.resolve(session_id, self.store.retired)
 
-    def _apply_delta(self, body: Mapping[str, Any], now: float) -> None:
+    def _apply_delta(self, body: Mapping[str, Any], now: float) -> str | None:
+        """Apply a delta; the id of the copy it made, if it made one of a delta that did not
+        create the session (a copy of part of the session: the rest must be asked for)."""
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
         self._witness(stamp)
         # Decode everything before changing anything: a value this member cannot read
@@ -348,10 +359,10 @@ class DeltaManager:
             self._apply_alias(body["prev"], body["id"], stamp, now)
         session_id = self._resolve(body["id"])
         if session_id in self._tombstones:
-            return  # ended: a late delta must not bring it back
+            return None  # ended: a late delta must not bring it back
         if body["destroyed"]:
             self._apply_dead(session_id, now, expired=body["expired"])
-            return
+            return None
         meta = self._meta.setdefault(session_id, Meta())
         if self.store.peek(session_id) is None and not values:
             # Nothing to hold yet (a removal or rotation for a session not transferred
@@ -360,7 +371,7 @@ class DeltaManager:
             for key in body["removes"]:
                 meta.stamps[key] = max(stamp, meta.stamps.get(key, ZERO))
             meta.held, meta.until = False, now + self._horizon_for(meta)
-            return
+            return None
         session, created = self.store.replica(session_id, now)
         if created:
             session.created_at = now - body["age"]
@@ -378,6 +389,12 @@ class DeltaManager:
             meta.mii_stamp, meta.idle = stamp, body["mii"]
             session._max_inactive_interval = None if body["mii"] == float("inf") else float(body["mii"])
         self._touch(session, meta, body["owner"], stamp, now)
+        if created and not body["created"]:
+            # Made of a later delta alone (a joiner before its transfer, a copy that expired
+            # here during a long request on the owner): never the whole session.
+            meta.partial = True
+            return session_id
+        return None
 
     def _apply_dead(self, session_id: str, now: float, *, expired: bool = False, left: float | None = None) -> None:
         """The session ended on another member: drop the copy (listeners told) and bury the id
@@ -515,13 +532,15 @@ class DeltaManager:
             session.created_at = copy.created_at
             if self.notify and self.store.listeners:
                 fire(self.store.listeners, "session_created", session)
+        fresh = created or meta.partial
         for key, value in values.items():
             raw = stamps.get(key)
             stamp = ZERO if raw is None else stamp_of(raw)
             self._witness(stamp)
             known = meta.stamps.get(key, ZERO)
-            # A new copy takes a value whose write it already knew of (same stamp): it has no value yet.
-            if stamp > known or (created and stamp == known):
+            # A new (or partial) copy takes a value whose write it already knew of (same stamp)
+            # when it lacks it: it never had it, or lost it with a copy that expired here.
+            if stamp > known or (fresh and stamp == known and (created or key not in session)):
                 meta.stamps[key] = stamp
                 self._writer.set(session, key, value, None)
         for key, raw in stamps.items():
@@ -538,6 +557,7 @@ class DeltaManager:
             session._max_inactive_interval = None if mii == math.inf else float(mii)
         if owner_stamp >= meta.owner_stamp:
             meta.owner, meta.owner_stamp = owner, owner_stamp
+        meta.partial = False  # a whole copy: merged, key by key
         # Idle time, not a timestamp: another machine's clock never enters.
         if created or copy.last_accessed > (session.last_accessed or copy.last_accessed):
             session.last_accessed = copy.last_accessed

@@ -185,14 +185,15 @@ class Replicator(ClusterListener):
         with self.store.lock:
             successor = manager.successor(session_id)  # a losing rotation: the winner's copy
         if successor is None and route == self.member.local.route and self.store.peek(session_id) is not None:
-            return None  # the usual request: a session this member served last, held here
+            if not manager.partial(session_id):
+                return None  # the usual request: a session this member served last, held here
         if manager.is_dead(session_id):
             return None
         session_id = successor or session_id
         same_route = [m for m in members if route is not None and m.route == route]
         if manager.locates and self.store.peek(session_id) is None:
             targets = members  # copies are on a few members: ask them all
-        elif self.store.peek(session_id) is not None:
+        elif self.store.peek(session_id) is not None and not manager.partial(session_id):
             if route == self.member.local.route or not same_route:
                 return None  # ours, or the member that served it last is gone (plain failover)
             # The balancer came back to us while that member is alive: it may have writes we

@@ -1,0 +1,69 @@
+"""A copy made of a delta alone (a joiner before its transfer, or a copy that expired here
+during a long request on the owner): the node asks the writer for the whole session, and a
+request for it fetches it first instead of serving part of the session."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgpack
+
+from replisession.cluster_config import ClusterConfig
+from replisession.core.store import SessionStore
+from replisession.node.replicator import Replicator
+
+from .fake_member import A, B, FakeMember
+
+
+def replicator() -> tuple[Replicator, FakeMember, SessionStore]:
+    store = SessionStore(lock=threading.RLock())
+    member = FakeMember()
+    config = ClusterConfig(manager="delta", send_mode="sync", members=(), route="a")
+    node = Replicator(store, member, config, clock=lambda: 100.0)  # type: ignore[arg-type]
+    member.on_bound(A)
+    store.change_sink = node.on_delta
+    member.sent.clear()
+    return node, member, store
+
+
+def delta(session_id: str, *, created: bool, counter: int = 5) -> dict[str, Any]:
+    return {
+        "id": session_id,
+        "prev": None,
+        "owner": B.id,
+        "stamp": [counter, B.id],
+        "sets": {"y": msgpack.packb(2)},
+        "removes": [],
+        "created": created,
+        "destroyed": False,
+        "expired": False,
+        "mii": None,
+        "age": 10.0,
+    }
+
+
+def test_a_copy_made_of_a_later_delta_asks_its_writer_for_the_whole_session() -> None:
+    node, member, store = replicator()
+    replies = member.handlers["delta"](B, delta("s9", created=False))
+    assert list(replies) == [("want", {"ids": ["s9"]})]  # back to B, which wrote it
+    assert dict(store.peek("s9") or {}) == {"y": 2}
+    # Until the whole copy comes, a request for it (even routed here) fetches it first.
+    assert node.fetch("s9", "a") is not None
+    [(kind, payload, *_)] = member.sent
+    assert (kind, payload) == ("want", {"ids": ["s9"]})
+
+
+def test_a_copy_made_by_the_creating_delta_is_whole() -> None:
+    node, member, _ = replicator()
+    assert list(member.handlers["delta"](B, delta("s9", created=True)) or []) == []
+    assert node.fetch("s9", "a") is None
+    assert member.sent == []
+
+
+def test_the_whole_copy_ends_the_fetching() -> None:
+    node, member, _ = replicator()
+    member.handlers["delta"](B, delta("s9", created=False))
+    whole = node.manager._entries(["s9"], 100.0)  # type: ignore[union-attr]  # as B would send it
+    assert not list(member.handlers["sessions"](B, {"sessions": whole, "last": False, "dead": [], "aliases": []}) or [])
+    assert node.fetch("s9", "a") is None
