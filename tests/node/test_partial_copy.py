@@ -64,6 +64,22 @@ def test_a_copy_made_by_the_creating_delta_is_whole() -> None:
 def test_the_whole_copy_ends_the_fetching() -> None:
     node, member, _ = replicator()
     member.handlers["delta"](B, delta("s9", created=False))
-    whole = node.manager._entries(["s9"], 100.0)  # type: ignore[union-attr]  # as B would send it
+    # A whole copy, as a member that got the creating delta packs it
+    writer, writer_member, _ = replicator()
+    assert writer.manager is not None
+    writer_member.handlers["delta"](B, delta("s9", created=True))
+    whole = writer.manager._entries(["s9"], 100.0)
     assert not list(member.handlers["sessions"](B, {"sessions": whole, "last": False, "dead": [], "aliases": []}) or [])
     assert node.fetch("s9", "a") is None
+
+
+def test_a_partial_copy_passed_on_stays_partial() -> None:
+    node, member, _ = replicator()
+    member.handlers["delta"](B, delta("s9", created=False))
+    other, other_member, _ = replicator()
+    assert other.manager is not None
+    assert node.manager is not None
+    passed = node.manager._entries(["s9"], 100.0)  # this member's partial copy, in a transfer
+    other_member.handlers["sessions"](B, {"sessions": passed, "last": False, "dead": [], "aliases": []})
+    assert other.manager.partial("s9")
+    assert other.fetch("s9", "a") is not None

@@ -93,6 +93,10 @@ class BackupManager(DeltaManager):
             self._placed[session_id] = self._placed.pop(delta.previous_id)
         if delta.destroyed:
             placed = self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
+            if delta.expired and (placed is None or placed.owner != self.local.id):
+                # Only the primary announces an expiry (as in the DeltaManager): a copy that
+                # expires here is not evidence that the primary's session is idle.
+                return []
             targets = self._live(self._copies(placed))
             return [Outgoing("delta", message.payload, targets)] if targets else []
         return [*self._place(session_id, now, message), *self._relayed()]

@@ -52,8 +52,9 @@ SESSIONS = {"sessions": list, "last": bool, "dead": "dead", "aliases": "aliases"
 # A transferred session is ``[id, idle, age, mii, packed]``: what expiry needs in the
 # clear, everything else in ``packed``, which a joining member keeps as it is until the
 # session is used (see :class:`.store.Dormant`). ``packed`` is msgpack of
-# ``[owner, owner_stamp, mii_stamp, values, stamps]``: ``values`` the serializer's
-# encoding of the attribute dict, ``stamps`` the stamp of every key written or removed.
+# ``[owner, owner_stamp, mii_stamp, values, stamps, partial]``: ``values`` the serializer's
+# encoding of the attribute dict, ``stamps`` the stamp of every key written or removed,
+# ``partial`` whether the sender's copy was made of a delta alone (it is only part of the session).
 # ``aliases``: every rotation edge the sender knows, ``[old id, new id, stamp, seconds left]``
 # (the stamp of the delta that rotated it), so the receiver picks the same id of each family
 # (:mod:`.rotations`); ``dead``: the ids of ended sessions, ``[id, seconds left]``. Seconds left:
@@ -144,13 +145,14 @@ def check_packed(packed: Any) -> list[Any]:
     """Validate the unpacked part of a transferred session."""
     if not (
         type(packed) is list
-        and len(packed) == 5
+        and len(packed) == 6
         and type(packed[0]) is str
         and _is_stamp(packed[1])
         and _is_stamp(packed[2])
         and type(packed[3]) is bytes
         and type(packed[4]) is dict
         and all(type(k) is str and _is_stamp(v) for k, v in packed[4].items())
+        and type(packed[5]) is bool
     ):
         raise RemoteProtocolError("a transferred session is malformed")
     return packed

@@ -173,10 +173,11 @@ class DeltaManager:
         stamp = self._tick()
         session_id = delta.session_id
         if delta.destroyed:
-            self._bury(session_id, now)
             current = self._resolve(session_id)  # rotated by the same request: the new id ended too
+            own = self._own_idle(session_id, current)  # the stamps moved to the new id at the rotation
+            self._bury(session_id, now, own=own)
             if current != session_id:
-                self._bury(current, now)
+                self._bury(current, now, own=own)
         else:
             self._record(delta, stamp, now)
         payload = {
@@ -224,7 +225,9 @@ class DeltaManager:
             if partial is not None:  # the whole session, from the member that wrote this
                 return [self.fetch([partial], (sender,))]
         elif kind == "access":
-            self._apply_access(check(payload, ACCESS), now)
+            missing = self._apply_access(check(payload, ACCESS), now)
+            if missing is not None:
+                return [self.fetch([missing], (sender,))]
         elif kind == "sessions":
             body = check(payload, SESSIONS)
             for entry in [check_entry(entry) for entry in body["sessions"]]:  # all valid, or none taken
@@ -300,7 +303,9 @@ class DeltaManager:
     def partial(self, session_id: str) -> bool:
         """This member holds only part of the session: a copy made of a delta alone, until a
         whole copy (a transfer, or the answer to asking for it) arrives. A request must fetch it."""
-        meta = self._meta.get(self._resolve(session_id))
+        session_id = self._resolve(session_id)
+        self.store.peek(session_id)  # a packed copy says so only once unpacked
+        meta = self._meta.get(session_id)
         return meta is not None and meta.partial
 
     def is_dead(self, session_id: str) -> bool:
@@ -399,8 +404,9 @@ class DeltaManager:
     def _apply_dead(self, session_id: str, now: float, *, expired: bool = False, left: float | None = None) -> None:
         """The session ended on another member: drop the copy (listeners told) and bury the id
         (for ``left`` seconds when a transfer says how long its sender still remembers it)."""
+        own = self._own_idle(session_id)  # before the copy goes (a packed one has no stamps)
         session = self.store.drop(session_id)
-        self._bury(session_id, now, left)
+        self._bury(session_id, now, left, own)
         if session is not None and self.notify and self.store.listeners:
             reason = DestroyReason.EXPIRED if expired else DestroyReason.INVALIDATED
             session._id = session_id  # readable in the listener, as on the owner
@@ -462,14 +468,19 @@ class DeltaManager:
                     if new is not None:  # a removal newer than the value held under the new id
                         self._writer.remove(new, key)
 
-    def _apply_access(self, body: Mapping[str, Any], now: float) -> None:
+    def _apply_access(self, body: Mapping[str, Any], now: float) -> str | None:
+        """A notice that the session is in use; the id to ask its sender for when no copy is
+        held here (it expired here, quietly, during a long request on its owner)."""
         stamp: Stamp = (body["stamp"][0], body["stamp"][1])
         self._witness(stamp)
         session_id = self._resolve(body["id"])
+        if session_id in self._tombstones:
+            return None
         session = self.store.peek(session_id)
-        if session is None or session_id in self._tombstones:
-            return
+        if session is None:
+            return session_id
         self._touch(session, self._meta.setdefault(session_id, Meta()), body["owner"], stamp, now)
+        return None
 
     def _take_entry(self, entry: list[Any], now: float) -> None:
         """A transferred session: kept packed if new here, merged at once if a copy is held."""
@@ -495,7 +506,7 @@ class DeltaManager:
     def _wake(self, session_id: str, copy: Dormant) -> None:
         """Unpack a transferred copy into the store (the store's waker; under its lock)."""
         try:
-            owner, owner_stamp, mii_stamp, encoded, stamps = check_packed(
+            owner, owner_stamp, mii_stamp, encoded, stamps, partial = check_packed(
                 msgpack.unpackb(copy.data[1], raw=False, strict_map_key=True)
             )
             values = self._loads(encoded)
@@ -506,7 +517,7 @@ class DeltaManager:
             # serve as if the copy never came (a request gets a fresh session).
             log.error("a transferred copy of session %s cannot be read: %s", session_id, exc)
             return
-        self._apply_entry(session_id, copy, owner, stamp_of(owner_stamp), stamp_of(mii_stamp), values, stamps)
+        self._apply_entry(session_id, copy, owner, stamp_of(owner_stamp), stamp_of(mii_stamp), values, stamps, partial)
 
     def _loads(self, encoded: bytes) -> Any:
         try:
@@ -523,6 +534,7 @@ class DeltaManager:
         mii_stamp: Stamp,
         values: Mapping[str, Any],
         stamps: Mapping[str, list[Any]],
+        partial: bool,
     ) -> None:
         self._witness(owner_stamp)
         self._witness(mii_stamp)
@@ -557,7 +569,8 @@ class DeltaManager:
             session._max_inactive_interval = None if mii == math.inf else float(mii)
         if owner_stamp >= meta.owner_stamp:
             meta.owner, meta.owner_stamp = owner, owner_stamp
-        meta.partial = False  # a whole copy: merged, key by key
+        # A whole copy completes a partial one; a partial copy passed on stays partial.
+        meta.partial = partial if created else meta.partial and partial
         # Idle time, not a timestamp: another machine's clock never enters.
         if created or copy.last_accessed > (session.last_accessed or copy.last_accessed):
             session.last_accessed = copy.last_accessed
@@ -569,27 +582,47 @@ class DeltaManager:
             meta.owner, meta.owner_stamp = owner, stamp
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
-    def _horizon_for(self, meta: Meta | None) -> float:
+    def _horizon_for(self, meta: Meta | None, own: float = 0.0) -> float:
         """How long an ended or rotated id is remembered: two idle timeouts and a notice
         interval, so no copy still valid somewhere can bring it back. The session's own
-        timeout counts when it is longer than the policy's (up to ``LONGEST_REMEMBERED_IDLE``);
-        a session without one is remembered as long as the policy says."""
+        timeout (``own``, or the one ``meta`` last saw) counts when it is longer than the
+        policy's, up to ``LONGEST_REMEMBERED_IDLE``; without one, the policy's."""
         idle = self._idle
-        if meta is not None and idle < meta.idle < math.inf:
-            idle = min(meta.idle, LONGEST_REMEMBERED_IDLE)
+        own = max(own, meta.idle if meta is not None else 0.0)
+        if idle < own < math.inf:
+            idle = min(own, LONGEST_REMEMBERED_IDLE)
         return idle * 2 + self.access_throttle
 
-    def _until(self, meta: Meta | None, now: float, left: float | None) -> float:
-        """When to forget: the horizon from now, or what a transfer's sender had ``left``."""
-        return now + (self._horizon_for(meta) if left is None else min(left, self._longest_horizon))
+    def _own_idle(self, *session_ids: str) -> float:
+        """The longest own idle timeout known here of these ids' session: from its stamps, its
+        packed copy (which has no stamps) or its live copy; 0.0 when none is known."""
+        own = 0.0
+        for session_id in session_ids:
+            meta = self._meta.get(session_id)
+            copy = self.store.dormant(session_id)
+            session = self.store.peek(session_id)
+            for value in (
+                meta.idle if meta is not None else None,
+                copy.max_inactive_interval if copy is not None else None,
+                session._max_inactive_interval if session is not None else None,
+            ):
+                if value is not None and value < math.inf:
+                    own = max(own, value)
+        return own
 
-    def _bury(self, session_id: str, now: float, left: float | None = None) -> None:
-        until = self._until(self._meta.pop(session_id, None), now, left)
+    def _until(self, own: float, now: float, left: float | None) -> float:
+        """When to forget: the horizon from now, or what a transfer's sender had ``left``."""
+        return now + (self._horizon_for(None, own) if left is None else min(left, self._longest_horizon))
+
+    def _bury(self, session_id: str, now: float, left: float | None = None, own: float | None = None) -> None:
+        """Keep ``session_id`` ended. ``own``: the session's own idle timeout, when the caller
+        read it before the copy went (else it is looked up here)."""
+        until = self._until(self._own_idle(session_id) if own is None else own, now, left)
+        self._meta.pop(session_id, None)
         self._tombstones[session_id] = max(until, self._tombstones.get(session_id, until))
 
     def _alias(self, old: str, new: str, stamp: Stamp, now: float, left: float | None = None) -> bool:
-        meta = self._meta.get(new) or self._meta.get(old)
-        return self._rotations.link(old, new, stamp, self._until(meta, now, left))
+        return self._rotations.link(old, new, stamp, self._until(self._own_idle(new, old), now, left))
 
     def sessions_message(
         self,
@@ -642,7 +675,7 @@ class DeltaManager:
             except TypeError as exc:  # changed in place into something unencodable
                 log.error("session %s cannot be transferred: %s", session_id, exc)
                 continue
-            packed = pack([meta.owner or local, meta.owner_stamp, meta.mii_stamp, encoded, meta.stamps])
+            packed = pack([meta.owner or local, meta.owner_stamp, meta.mii_stamp, encoded, meta.stamps, meta.partial])
             idle = now - session.last_accessed
             age = now - session.created_at if session.created_at is not None else 0.0
             # The timeout in force, as a delta carries it (inf: none): None would read as

@@ -1,0 +1,82 @@
+"""BackupManager: a request on a former primary that is still running when another
+member takes the session over (non-sticky requests: a long download on one member while
+the user's next click lands on another)."""
+
+from __future__ import annotations
+
+import pytest
+
+from replisession.core.placement import place
+
+from .backup_sim import NOW, Cluster, Replica, put
+
+
+def _pick(cluster: Cluster, owner: Replica, want: object) -> tuple[str, Replica, Replica]:
+    """A session created on ``owner`` and a member to take it over, chosen by ``want``
+    (``want(session_id, backup, taker, taker's backup)`` -> bool)."""
+    infos = [r.info for r in cluster.members.values()]
+    for _ in range(200):
+        session_id = cluster.request(owner, None, put(n=0))
+        assert session_id is not None
+        (backup_id,) = owner.manager._placed[session_id].holders
+        for taker in cluster.members.values():
+            if taker is owner:
+                continue
+            (taker_backup,) = place(session_id, taker.info, infos, 1)
+            if want(session_id, backup_id, taker.info.id, taker_backup):  # type: ignore[operator]
+                return session_id, cluster.members[backup_id], taker
+    raise AssertionError("no session fits")
+
+
+def test_a_former_primary_s_expiry_does_not_end_the_session_its_new_primary_is_serving() -> None:
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    # A session whose new primary (the taker) would not back up on a.
+    session_id, _, c = _pick(cluster, a, lambda s, b, t, tb: tb != a.info.id)
+    long = a.begin(session_id, NOW)  # a long request on a that never touches the session (a download)
+    cluster.request(c, session_id, put(n=1))  # the user's next click lands on c: c is the primary now
+    a.end(long, NOW + 5, session_id)  # nothing changed, not accessed: no message
+    cluster.now = NOW + 1000
+    cluster.request(c, session_id, put(n=2))  # the user keeps using the session on c
+    assert cluster.copies(session_id)[c.info.id] == {"n": 2}
+    cluster.now = NOW + 1801  # a's copy (last used at NOW) is past the 1800 s idle timeout; c's is not
+    cluster.deliver(a, a.sweep(cluster.now))
+    copies = cluster.copies(session_id)
+    assert copies.get(c.info.id) == {"n": 2}, copies  # ended on c by a's expiry: the session is gone
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known bug (BackupManager): a former primary whose request outlives a takeover re-places "
+        "the session from its stale copy at release, and the placement makes the new primary drop "
+        "the write it acknowledged"
+    ),
+)
+def test_a_write_made_elsewhere_during_a_request_on_the_former_primary_is_not_lost() -> None:
+    cluster = Cluster(4, backups=1, hosts=2)  # two hosts with two workers each
+    a = next(iter(cluster.members.values()))
+    # The taker's backup is neither a nor a's backup, and a's backup is not the taker (the taker
+    # shares a host with a's backup, so its own backup is on a's host: a's neighbour).
+    session_id, _b, c = _pick(cluster, a, lambda s, b, t, tb: t != b and tb not in (a.info.id, b))
+    long = a.begin(session_id, NOW)  # a long request on a
+    cluster.request(c, session_id, put(y=2))  # meanwhile c serves the session and writes y (acknowledged)
+    long["x"] = 1
+    cluster.deliver(a, a.end(long, NOW + 5, session_id).messages)  # a's request ends: a writes x
+    copies = cluster.copies(session_id)
+    assert len(copies) == 2
+    assert all(copy == {"n": 0, "x": 1, "y": 2} for copy in copies.values()), copies
+
+
+def test_a_copy_fetched_by_a_request_that_never_used_it_does_not_end_the_session_when_it_expires() -> None:
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    session_id, _, c = _pick(cluster, a, lambda s, b, t, tb: t != b)  # c holds no copy
+    cluster.request(c, session_id, lambda s: None)  # one request lands on c and never touches the session
+    assert c.store.live(session_id) is not None  # fetched and loaded; c is not its primary
+    cluster.now = NOW + 1000
+    cluster.request(a, session_id, put(n=1))  # the user goes on using it on a, its primary
+    cluster.now = NOW + 1900  # c's copy is idle past the timeout and its grace (60 s), a's is not
+    cluster.deliver(c, c.sweep(cluster.now))
+    copies = cluster.copies(session_id)
+    assert copies.get(a.info.id) == {"n": 1}, copies  # c's expiry ended it on a and its backup
