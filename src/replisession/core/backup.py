@@ -97,7 +97,10 @@ class BackupManager(DeltaManager):
                 # Only the primary announces an expiry (as in the DeltaManager): a copy that
                 # expires here is not evidence that the primary's session is idle.
                 return []
-            targets = self._live(self._copies(placed))
+            # An invalidation goes to every member, holders or not: one that fetched a copy for
+            # a request (no placement names it), or whose fetch is being answered, must remember
+            # the end too, or the old cookie still opens the session there.
+            targets = tuple(m for m in self._members.values() if m.id != self.local.id)
             return [Outgoing("delta", message.payload, targets)] if targets else []
         return [*self._place(session_id, now, message), *self._relayed()]
 
