@@ -600,7 +600,7 @@ class DeltaManager:
         for session_id in session_ids:
             meta = self._meta.get(session_id)
             copy = self.store.dormant(session_id)
-            session = self.store.peek(session_id)
+            session = self.store.live(session_id)  # a packed copy is read as it is, not unpacked
             for value in (
                 meta.idle if meta is not None else None,
                 copy.max_inactive_interval if copy is not None else None,
