@@ -66,9 +66,10 @@ class Cluster:
             if self.cut is not None:
                 self.cut[0].discard(replica.info.id)
                 self.cut[1].discard(replica.info.id)
-        for survivor in self.members.values():
-            for replica in replicas:
-                survivor.manager.member_left(replica.info, [m.info for m in self.members.values()], self.now)
+        others = [m.info for m in self.members.values()]
+        for survivor in list(self.members.values()):
+            for replica in replicas:  # what a survivor sends on a death (the node sends it too)
+                self.deliver(survivor, survivor.manager.member_left(replica.info, others, self.now))
         self.rebalance()
 
     def partition(self, side: list[Replica]) -> None:

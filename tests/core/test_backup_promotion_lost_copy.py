@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from .backup_sim import Cluster, assert_placed, put
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug (BackupManager): _should_own counts live holders whether or not they hold a "
-        "copy, so when the first backup lost its full copy no survivor promotes itself until a "
-        "request comes"
-    ),
-)
 def test_a_dead_primary_s_session_is_restored_when_its_first_backup_lost_the_full_copy() -> None:
     cluster = Cluster(4, backups=2)
     a = next(iter(cluster.members.values()))
@@ -34,6 +24,6 @@ def test_a_dead_primary_s_session_is_restored_when_its_first_backup_lost_the_ful
     assert session_id is not None
     assert len(cluster.copies(session_id)) == 2  # the primary and its second backup
     cluster.crash(a)  # the primary dies: its second backup holds the only other copy
-    # Nobody promotes: the first backup holds no copy (rebalance skips it) and the second
-    # defers to the first. The session stays on one member, unplaced, until a request.
+    # The first backup holds no copy and the second defers to it: the first asks the others
+    # for the copy, and is promoted when it arrives (1 + k copies again, without a request).
     assert_placed(cluster, {session_id: {"n": 1}})

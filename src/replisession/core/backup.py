@@ -44,7 +44,7 @@ from typing import Any
 from .copies import stamp_of
 from .delta import SessionDelta
 from .messages import MemberInfo
-from .payloads import ACCESS, MISSING, PLACEMENT, check, check_delta, check_placements
+from .payloads import ACCESS, MAX_IDS, MISSING, PLACEMENT, check, check_delta, check_placements
 from .placement import Placement, batched, place
 from .replication import DeltaManager, Outgoing
 from .session import Session
@@ -203,6 +203,8 @@ class BackupManager(DeltaManager):
                     # Another member's copy merged into ours (per-key stamps): a displaced owner
                     # after a partition. The backups need what it brought.
                     forwards.extend(self._forward(session_id, now))
+                elif self._orphaned(session_id):
+                    forwards.extend(self._place(session_id, now, None))  # promoted on the copy's arrival
                 else:
                     self._compact(session_id, now)
             replies.extend(self._batched(forwards))
@@ -305,8 +307,20 @@ class BackupManager(DeltaManager):
         return True
 
     def member_left(self, member: MemberInfo, others: Iterable[MemberInfo], now: float) -> list[Outgoing]:
+        """A member died. For each session it was the primary of, whose first live holder is
+        this member but whose full copy never reached it (a failed send not yet repeated), ask
+        the others for it: the copy's arrival promotes this member (see :meth:`receive`).
+        Without it, the next holder defers to this one and nobody would restore redundancy."""
         self._members.pop(member.id, None)
-        return []
+        lacking = [
+            session_id
+            for session_id, placed in self._placed.items()
+            if placed.owner == member.id and session_id not in self.store and self._should_own(session_id)
+        ]
+        if not lacking or not self._members:
+            return []
+        everyone = tuple(self._members.values())
+        return [self.fetch(lacking[start : start + MAX_IDS], everyone) for start in range(0, len(lacking), MAX_IDS)]
 
     def rebalance(self, session_ids: Iterable[str], now: float) -> list[Outgoing]:
         """After a join or a death, for some of the stored sessions (the node goes through
@@ -326,6 +340,17 @@ class BackupManager(DeltaManager):
         self._joined.clear()
 
     # -- placement ---------------------------------------------------------------------------
+
+    def _orphaned(self, session_id: str) -> bool:
+        """Held here, its primary dead, and this member its first live holder: to be promoted."""
+        placed = self._placed.get(session_id)
+        return (
+            placed is not None
+            and placed.owner != self.local.id
+            and placed.owner not in self._members
+            and session_id in self.store
+            and self._should_own(session_id)
+        )
 
     def _should_own(self, session_id: str) -> bool:
         placed = self._placed.get(session_id)
