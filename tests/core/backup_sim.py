@@ -89,7 +89,7 @@ class Cluster:
         for a in self.members.values():
             for b in self.members.values():
                 if (a.info.id in split[0]) != (b.info.id in split[0]):
-                    a.manager.request_transfer([b.info], self.now)
+                    self.deliver(a, a.manager.request_transfer([b.info], self.now))
         self.rebalance()
 
     def reachable(self, a: str, b: str) -> bool:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from .backup_sim import NOW, Cluster, Replica
 
 DAY = 86400.0
@@ -44,15 +42,7 @@ def test_a_backup_remembers_an_end_for_the_session_s_own_timeout() -> None:
     assert b.info.id not in cluster.copies(session_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug (BackupManager): a member cut off by a partition is never told of an end made "
-        "meanwhile; after the heal the side with the tombstone drops its placement without telling "
-        "it"
-    ),
-)
 def test_a_session_ended_on_one_side_of_a_partition_stays_ended_after_the_heal() -> None:
     cluster, _a, _b, _c, session_id = _ended_while_split()
-    # c is never told: a drops c's placement and copy on its tombstone and says nothing back.
+    # c is told at the heal: what ended or was rotated on the other side comes with the join.
     assert cluster.copies(session_id) == {}

@@ -49,6 +49,7 @@ from .placement import Placement, batched, place
 from .replication import DeltaManager, Outgoing
 from .session import Session
 from .store import SessionStore
+from .transfer import ended_batches
 
 __all__ = ["BackupManager", "place"]
 
@@ -293,11 +294,18 @@ class BackupManager(DeltaManager):
     # -- membership ------------------------------------------------------------------------
 
     def request_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
-        """A member joined: nothing to ask for (each primary re-places, see :meth:`rebalance`)."""
+        """A member joined: nothing to ask for (each primary re-places, see :meth:`rebalance`),
+        but what ended or was rotated here is told to it (with the seconds left for each): a
+        member back from a partition may hold a copy of a session that ended meanwhile."""
+        joined = []
         for member in members:
             self._members[member.id] = member
             self._joined.add(member.id)
-        return []
+            joined.append(member)
+        dead, aliases = self.ended(now)
+        if not joined or not (dead or aliases):
+            return []
+        return list(ended_batches(self, tuple(joined), dead, aliases))
 
     def retry_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
         return []

@@ -14,7 +14,7 @@ from .messages import MemberInfo
 if TYPE_CHECKING:
     from .replication import DeltaManager, Outgoing
 
-__all__ = ["CHUNK", "TransferStream"]
+__all__ = ["CHUNK", "TransferStream", "ended_batches"]
 
 CHUNK = 64  # sessions encoded per hold of the store's lock during a transfer
 
@@ -55,19 +55,32 @@ class TransferStream:
         self.finished = True
 
     def _ended(self, batch: list[list[Any]], size: int) -> Iterator[Outgoing]:
-        """The last sessions, then every ended id and rotation edge, cut at ``batch_bytes`` as
-        sessions are; the last message says the transfer is complete."""
-        manager = self._manager
-        dead, aliases = manager.ended(self._now())
-        out: dict[str, list[list[Any]]] = {"dead": [], "aliases": []}
-        for field, items in (("dead", dead), ("aliases", aliases)):
-            for item in items:
-                size += _ENDED_SIZE + sum(len(part) for part in item if type(part) is str)
-                out[field].append(item)
-                if size >= manager.batch_bytes:
-                    yield manager.sessions_message(batch, (self.to,), dead=out["dead"], aliases=out["aliases"])
-                    batch, size, out = [], 0, {"dead": [], "aliases": []}
-        yield manager.sessions_message(batch, (self.to,), last=True, dead=out["dead"], aliases=out["aliases"])
+        """The last sessions, then every ended id and rotation edge; the last message says the
+        transfer is complete."""
+        dead, aliases = self._manager.ended(self._now())
+        yield from ended_batches(self._manager, (self.to,), dead, aliases, batch, size)
+
+
+def ended_batches(
+    manager: DeltaManager,
+    targets: tuple[MemberInfo, ...],
+    dead: list[list[Any]],
+    aliases: list[list[Any]],
+    batch: list[list[Any]] | None = None,
+    size: int = 0,
+) -> Iterator[Outgoing]:
+    """``sessions`` messages carrying ``batch`` (sessions), then ``dead`` (ended ids) and
+    ``aliases`` (rotation edges), cut at ``batch_bytes`` as sessions are; the last is ``last``."""
+    batch = batch or []
+    out: dict[str, list[list[Any]]] = {"dead": [], "aliases": []}
+    for field, items in (("dead", dead), ("aliases", aliases)):
+        for item in items:
+            size += _ENDED_SIZE + sum(len(part) for part in item if type(part) is str)
+            out[field].append(item)
+            if size >= manager.batch_bytes:
+                yield manager.sessions_message(batch, targets, dead=out["dead"], aliases=out["aliases"])
+                batch, size, out = [], 0, {"dead": [], "aliases": []}
+    yield manager.sessions_message(batch, targets, last=True, dead=out["dead"], aliases=out["aliases"])
 
 
 # What an ended id or a rotation edge adds to a batch besides its ids: msgpack's list and
