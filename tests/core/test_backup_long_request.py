@@ -4,8 +4,6 @@ the user's next click lands on another)."""
 
 from __future__ import annotations
 
-import pytest
-
 from replisession.core.placement import place
 
 from .backup_sim import NOW, Cluster, Replica, put
@@ -45,14 +43,6 @@ def test_a_former_primary_s_expiry_does_not_end_the_session_its_new_primary_is_s
     assert copies.get(c.info.id) == {"n": 2}, copies  # ended on c by a's expiry: the session is gone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug (BackupManager): a former primary whose request outlives a takeover re-places "
-        "the session from its stale copy at release, and the placement makes the new primary drop "
-        "the write it acknowledged"
-    ),
-)
 def test_a_write_made_elsewhere_during_a_request_on_the_former_primary_is_not_lost() -> None:
     cluster = Cluster(4, backups=1, hosts=2)  # two hosts with two workers each
     a = next(iter(cluster.members.values()))

@@ -451,6 +451,11 @@ class BackupManager(DeltaManager):
         session = self.store.live(session_id)
         if session is not None and session._holders:
             self._placed[session_id] = placed  # a request here is using it: its release re-places it
+            owner = self._members.get(placed.owner)
+            if owner is not None:
+                # The new primary's copy may hold writes made there meanwhile: merged into ours
+                # (per key) before our release re-places the session from it.
+                out.append(self.fetch([session_id], (owner,)))
             return out
         self._placed.pop(session_id, None)
         self._meta.pop(session_id, None)
