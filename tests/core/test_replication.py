@@ -928,7 +928,7 @@ def test_a_transfer_carries_every_rotation_edge_with_its_stamp() -> None:
     edges = [["s1", "s2", [2, A.id]], ["s1", "s3", [2, B.id]], ["s2", "s4", [3, A.id]]]
     assert sorted(edge[:3] for edge in last.payload["aliases"]) == edges
     # Each with the seconds c still remembers it: less than a whole horizon, as time has passed.
-    assert all(0.0 < edge[3] < c.manager._horizon for edge in last.payload["aliases"])
+    assert all(0.0 < edge[3] < c.manager._horizon.shortest for edge in last.payload["aliases"])
 
 
 # -- clusters on the in-memory network ---------------------------------------------------------------

@@ -10,6 +10,7 @@ notifies on replication.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,33 @@ class CopyWriter:
             return False
         delta[key] = read[key] = after
         return True
+
+    def take(
+        self,
+        session: Session,
+        meta: Meta,
+        values: Mapping[str, Any],
+        stamps: Mapping[str, list[Any]],
+        *,
+        created: bool,
+    ) -> None:
+        """A whole copy's values and removals (``stamps``: of each key written or removed), key
+        by key: the newer write or removal wins. A new (``created``) or partial copy also takes
+        a value whose write it already knew of (same stamp) when it lacks it: it never had it,
+        or lost it with a copy that expired here."""
+        fresh = created or meta.partial
+        for key, value in values.items():
+            raw = stamps.get(key)
+            stamp = ZERO if raw is None else stamp_of(raw)
+            known = meta.stamps.get(key, ZERO)
+            if stamp > known or (fresh and stamp == known and (created or key not in session)):
+                meta.stamps[key] = stamp
+                self.set(session, key, value, None)
+        for key, raw in stamps.items():
+            stamp = stamp_of(raw)
+            if key not in values and stamp > meta.stamps.get(key, ZERO):
+                meta.stamps[key] = stamp
+                self.remove(session, key)
 
     def merge(self, source: Session, source_meta: Meta, target: Session, meta: Meta) -> None:
         """Merge ``source`` (a copy going away) into ``target``: per key, the newer write or removal;

@@ -53,6 +53,7 @@ import msgpack
 from ..errors import RemoteProtocolError
 from .copies import ZERO, CopyWriter, Meta, stamp_of
 from .delta import SessionDelta
+from .ended import Horizon, Tombstones
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
 from .payloads import ACCESS, MAX_IDS, SESSIONS, WANT, check, check_delta, check_entry, check_packed, check_want
@@ -74,11 +75,6 @@ class Outgoing:
     payload: Any
     targets: tuple[MemberInfo, ...] | None = None
     wait: bool = True  # False: never worth delaying a response for (access notices)
-
-
-#: The longest idle timeout of a session's own that its ended or rotated id is remembered for
-#: (twice, as for the policy's): a week, so one session set to a year cannot pin tombstones.
-LONGEST_REMEMBERED_IDLE = 7 * 24 * 3600.0
 
 
 class DeltaManager:
@@ -104,14 +100,12 @@ class DeltaManager:
         self.transfer_patience = transfer_patience
         self._counter = 0
         self._meta: dict[str, Meta] = {}
-        self._tombstones: dict[str, float] = {}  # id -> when it may be forgotten
+        self._tombstones = Tombstones()
         self._rotations = Rotations()  # every rotation edge, with its stamp, until its family's horizon
         idle = store.policy.max_inactive_interval
         # Notices at least four times per idle timeout, and at most once a minute.
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
-        self._idle = idle or 3600.0
-        self._horizon = self._horizon_for(None)
-        self._longest_horizon = self._horizon_for(Meta(idle=LONGEST_REMEMBERED_IDLE))
+        self._horizon = Horizon(idle, self.access_throttle)
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
         store.waker = self._wake
@@ -334,8 +328,7 @@ class DeltaManager:
             if session_id not in self.store and session_id not in self._tombstones:
                 if meta.held or meta.until <= now:
                     del self._meta[session_id]
-        for session_id in [i for i, until in self._tombstones.items() if until <= now]:
-            del self._tombstones[session_id]
+        self._tombstones.forget(now)
         self._rotations.forget(now)
 
     # -- applying ------------------------------------------------------------------------
@@ -375,7 +368,7 @@ class DeltaManager:
             # back, but keep no empty copy (it would look like an emptied session).
             for key in body["removes"]:
                 meta.stamps[key] = max(stamp, meta.stamps.get(key, ZERO))
-            meta.held, meta.until = False, now + self._horizon_for(meta)
+            meta.held, meta.until = False, self._horizon.until(meta.idle, now)
             return None
         session, created = self.store.replica(session_id, now)
         if created:
@@ -461,7 +454,7 @@ class DeltaManager:
             self._writer.merge(old, old_meta, new, self._meta.setdefault(new_id, Meta()))
             self.store.drop(previous)
         else:  # no copy under the old id, only the stamps of removals: they still count
-            meta = self._meta.setdefault(new_id, Meta(held=False, until=now + self._horizon_for(old_meta)))
+            meta = self._meta.setdefault(new_id, Meta(held=False, until=self._horizon.until(old_meta.idle, now)))
             for key, key_stamp in old_meta.stamps.items():
                 if key_stamp > meta.stamps.get(key, ZERO):
                     meta.stamps[key] = key_stamp
@@ -544,25 +537,9 @@ class DeltaManager:
             session.created_at = copy.created_at
             if self.notify and self.store.listeners:
                 fire(self.store.listeners, "session_created", session)
-        fresh = created or meta.partial
-        for key, value in values.items():
-            raw = stamps.get(key)
-            stamp = ZERO if raw is None else stamp_of(raw)
-            self._witness(stamp)
-            known = meta.stamps.get(key, ZERO)
-            # A new (or partial) copy takes a value whose write it already knew of (same stamp)
-            # when it lacks it: it never had it, or lost it with a copy that expired here.
-            if stamp > known or (fresh and stamp == known and (created or key not in session)):
-                meta.stamps[key] = stamp
-                self._writer.set(session, key, value, None)
-        for key, raw in stamps.items():
-            if key in values:
-                continue
-            stamp = stamp_of(raw)
-            self._witness(stamp)
-            if stamp > meta.stamps.get(key, ZERO):
-                meta.stamps[key] = stamp
-                self._writer.remove(session, key)
+        for raw in stamps.values():
+            self._witness(stamp_of(raw))
+        self._writer.take(session, meta, values, stamps, created=created)
         mii = copy.data[0]
         if mii is not None and (mii_stamp > meta.mii_stamp or created):
             meta.mii_stamp, meta.idle = mii_stamp, mii
@@ -582,17 +559,6 @@ class DeltaManager:
             meta.owner, meta.owner_stamp = owner, stamp
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
 
-    def _horizon_for(self, meta: Meta | None, own: float = 0.0) -> float:
-        """How long an ended or rotated id is remembered: two idle timeouts and a notice
-        interval, so no copy still valid somewhere can bring it back. The session's own
-        timeout (``own``, or the one ``meta`` last saw) counts when it is longer than the
-        policy's, up to ``LONGEST_REMEMBERED_IDLE``; without one, the policy's."""
-        idle = self._idle
-        own = max(own, meta.idle if meta is not None else 0.0)
-        if idle < own < math.inf:
-            idle = min(own, LONGEST_REMEMBERED_IDLE)
-        return idle * 2 + self.access_throttle
-
     def _own_idle(self, *session_ids: str) -> float:
         """The longest own idle timeout known here of these ids' session: from its stamps, its
         packed copy (which has no stamps) or its live copy; 0.0 when none is known."""
@@ -610,19 +576,16 @@ class DeltaManager:
                     own = max(own, value)
         return own
 
-    def _until(self, own: float, now: float, left: float | None) -> float:
-        """When to forget: the horizon from now, or what a transfer's sender had ``left``."""
-        return now + (self._horizon_for(None, own) if left is None else min(left, self._longest_horizon))
-
     def _bury(self, session_id: str, now: float, left: float | None = None, own: float | None = None) -> None:
         """Keep ``session_id`` ended. ``own``: the session's own idle timeout, when the caller
         read it before the copy went (else it is looked up here)."""
-        until = self._until(self._own_idle(session_id) if own is None else own, now, left)
+        self._tombstones.bury(
+            session_id, self._horizon.until(self._own_idle(session_id) if own is None else own, now, left)
+        )
         self._meta.pop(session_id, None)
-        self._tombstones[session_id] = max(until, self._tombstones.get(session_id, until))
 
     def _alias(self, old: str, new: str, stamp: Stamp, now: float, left: float | None = None) -> bool:
-        return self._rotations.link(old, new, stamp, self._until(self._own_idle(new, old), now, left))
+        return self._rotations.link(old, new, stamp, self._horizon.until(self._own_idle(new, old), now, left))
 
     def sessions_message(
         self,
@@ -643,8 +606,7 @@ class DeltaManager:
         left: the end of a state transfer, so a member that missed an invalidation drops its
         copy and a joiner picks the same id of each family (every edge with its stamp)."""
         with self.store.lock:
-            dead = [[session_id, max(0.0, until - now)] for session_id, until in self._tombstones.items()]
-            return dead, self._rotations.edges(now)
+            return self._tombstones.left(now), self._rotations.edges(now)
 
     def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:
         """Transfer entries (see :mod:`.payloads`); a dormant copy is passed on still packed."""
