@@ -100,6 +100,7 @@ class Replica:
         self._sunk: list[SessionDelta] = []
         self.store.change_sink = self._sunk.append
         self.manager = manager(self.store, info, **options)
+        self.claims: list[Outgoing] = []  # what requests sent as they began (a takeover), not yet delivered
 
     def request(self, session_id: str | None, action: Action, now: float) -> Done:
         """One request on this member: load (or start) the session, run ``action``, release."""
@@ -114,13 +115,22 @@ class Replica:
         successor = self.manager.successor(session_id) if session is None and session_id is not None else None
         if successor is not None:  # an id that lost a concurrent rotation: the session, under the winner
             session = self.store.load(successor, now)
-        return session if session is not None else self.store.new_session(now)
+        if session is None:
+            return self.store.new_session(now)
+        self.claims.extend(self.manager.claim(session, now))  # another member's: taken over now
+        return session
+
+    def take_claims(self) -> list[Outgoing]:
+        """What requests sent as they began (a takeover), to deliver now rather than with their end."""
+        claims, self.claims[:] = list(self.claims), []
+        return claims
 
     def end(self, session: Session, now: float, loaded: str | None = None) -> Done:
         """The end of a request: release, then what the manager sends for it."""
         returned = self.store.release(session, now)
         deltas, self._sunk[:] = list(self._sunk), []
-        messages = [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
+        messages = self.take_claims()  # a claim not delivered yet goes first
+        messages.extend(message for delta in deltas for message in self.manager.replicate_all(delta, now))
         if returned is None:
             messages.extend(self.manager.accessed(session, now))
         return Done(loaded, session.id, messages, deltas)

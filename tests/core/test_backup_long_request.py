@@ -70,3 +70,20 @@ def test_a_copy_fetched_by_a_request_that_never_used_it_does_not_end_the_session
     cluster.deliver(c, c.sweep(cluster.now))
     copies = cluster.copies(session_id)
     assert copies.get(a.info.id) == {"n": 1}, copies  # c's expiry ended it on a and its backup
+
+
+def test_the_primary_s_expiry_never_ends_a_session_a_long_request_uses_on_another_member() -> None:
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    session_id, _, c = _pick(cluster, a, lambda s, b, t, tb: t != b)  # c holds no copy
+    others = tuple(r.info for r in cluster.members.values() if r is not c)
+    cluster.deliver(c, [c.manager.fetch([session_id], others)])  # the node's fetch
+    upload = c.begin(session_id, NOW)  # the balancer moved the user: a long upload on c
+    cluster.deliver(c, c.take_claims())  # c takes the session over as the request begins
+    assert a.manager.owner_of(session_id) == c.info.id
+    cluster.now = NOW + 1801  # a's copy is past the 1800 s idle timeout: a is no longer its primary
+    cluster.deliver(a, a.sweep(cluster.now))
+    upload["done"] = True  # the upload ends, past the timeout, and writes
+    cluster.deliver(c, c.end(upload, cluster.now, session_id).messages)
+    copies = cluster.copies(session_id)
+    assert list(copies.values()) == [{"n": 0, "done": True}] * 2, copies

@@ -18,8 +18,8 @@ failure, this one:
   that now belong on the joiner are copied there, and a holder that is no longer
   needed drops its copy when the new placement reaches it.
 * **serves anything anywhere.** A member without a copy fetches it (the node asks
-  every member); serving it makes it the primary, and the placement it sends tells
-  the old primary and the backups.
+  every member); serving it makes it the primary as the request begins, and the
+  placement it sends tells the old primary and the backups.
 
 Backups keep their copies packed (:class:`.store.Dormant`): a delta unpacks, applies
 and packs again, so a backup costs a fraction of a primary's memory. Listeners fire on
@@ -84,12 +84,15 @@ class BackupManager(DeltaManager):
         self._relaying = False  # applying the edges a losing id's owner relayed (see _fold)
         # Copies merged from a losing id's backup, waiting for the winner's placement: id -> since when.
         self._unplaced: dict[str, float] = {}
+        # What a request's takeover replaced (see claim), until that request's release: id -> placement.
+        self._displaced: dict[str, Placement | None] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
     def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
         message = self._delta_message(delta, now)
         session_id = delta.session_id
+        displaced = self._displaced.pop(session_id, None)  # moved with a rotation (see _rotated)
         if delta.previous_id is not None and delta.previous_id in self._placed:
             self._placed[session_id] = self._placed.pop(delta.previous_id)
         if delta.destroyed:
@@ -103,12 +106,13 @@ class BackupManager(DeltaManager):
             # the end too, or the old cookie still opens the session there.
             targets = tuple(m for m in self._members.values() if m.id != self.local.id)
             return [Outgoing("delta", message.payload, targets)] if targets else []
-        return [*self._place(session_id, now, message), *self._relayed()]
+        return [*self._place(session_id, now, message, displaced=displaced), *self._relayed()]
 
     def accessed(self, session: Session, now: float) -> list[Outgoing]:
         session_id = session.id
         if session_id is None:
             return []
+        self._displaced.pop(session_id, None)
         placed = self._placed.get(session_id)
         taking_over = placed is None or placed.owner != self.local.id
         notices = super().accessed(session, now)
@@ -117,8 +121,32 @@ class BackupManager(DeltaManager):
         targets = self._live(placed.holders) if placed is not None else ()
         return [Outgoing(n.kind, n.payload, targets, wait=False) for n in notices if targets]
 
+    def claim(self, session: Session, now: float) -> list[Outgoing]:
+        """A request here begins with a session another member is the primary of (or that no
+        placement names here: fetched): this member takes it over now, so the former primary's
+        expiry cannot end it under a request that outlasts the idle timeout."""
+        session_id = session.id
+        placed = self._placed.get(session_id) if session_id is not None else None
+        if session_id is None or (placed is not None and placed.owner == self.local.id):
+            return []
+        meta = self._meta.get(session_id)
+        if meta is not None:
+            meta.last_notice = now  # the placement tells every holder it is in use
+        session._grace = 0.0
+        self._displaced[session_id] = placed  # its holders follow a rotation this request makes
+        return self._place(session_id, now, None)
+
+    def _rotated(self, old_id: str, new_id: str) -> None:
+        super()._rotated(old_id, new_id)
+        if old_id in self._displaced:
+            self._displaced[new_id] = self._displaced.pop(old_id)
+
     def tick(self, now: float) -> None:
         super().tick(now)
+        for session_id in list(self._displaced):
+            session = self.store.live(session_id)
+            if session is None or not session._holders:  # no release will come for it
+                del self._displaced[session_id]
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
         for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
@@ -371,13 +399,20 @@ class BackupManager(DeltaManager):
         return not live or live[0] == self.local.id
 
     def _place(
-        self, session_id: str, now: float, delta: Outgoing | None, also_tell: tuple[MemberInfo, ...] = ()
+        self,
+        session_id: str,
+        now: float,
+        delta: Outgoing | None,
+        also_tell: tuple[MemberInfo, ...] = (),
+        displaced: Placement | None = None,
     ) -> list[Outgoing]:
         """This member is (now) the primary: the delta to holders that have a copy, full
         copies to new backups, and the placement to everyone concerned when it changed.
 
         ``also_tell``: members that joined, which may believe they own the session too
-        (after a partition); the placement with the newer stamp wins everywhere."""
+        (after a partition); the placement with the newer stamp wins everywhere.
+        ``displaced``: the placement this request's takeover replaced as it began; a rotation
+        reaches its holders too (the former primary may be rotating the same id at once)."""
         old = self._placed.get(session_id)
         # A member that (re)joined may have lost what we sent it while we counted it gone
         # (a timed-out copy, a dropped connection): it gets a full copy again, not a delta.
@@ -386,7 +421,8 @@ class BackupManager(DeltaManager):
         out: list[Outgoing] = []
         keep = tuple(self._members[m] for m in wanted if m in had)
         if delta is not None and delta.payload["prev"] is not None:
-            keep = self._live(sorted(had))  # a rotation: every holder follows it, then drops it if not wanted
+            # A rotation: every holder follows it, then drops it if not wanted.
+            keep = self._live(sorted(had | set(self._copies(displaced))))
         if delta is not None and keep:
             out.append(Outgoing("delta", delta.payload, keep))
         fresh = tuple(self._members[m] for m in wanted if m not in had)

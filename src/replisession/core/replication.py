@@ -125,8 +125,8 @@ class DeltaManager:
 
         A copy that expires here while another member owns the session goes silently: every
         member expires its own copy by its own idle time, and the owner may be serving a
-        request longer than the timeout (no notice leaves before a request ends), which an
-        end from here would cut short."""
+        request longer than the timeout (a request claims the session as it begins, but
+        sends nothing more before it ends), which an end from here would cut short."""
         if delta.destroyed and delta.expired:
             meta = self._meta.get(delta.session_id)
             if meta is not None and meta.owner and meta.owner != self.local.id:
@@ -151,11 +151,28 @@ class DeltaManager:
         meta = self._meta.setdefault(session_id, Meta())
         if meta.owner == self.local.id and now - meta.last_notice < self.access_throttle:
             return []
+        return [self._notice(session, meta, now)]
+
+    def claim(self, session: Session, now: float) -> list[Outgoing]:
+        """A request here begins with a session another member served last (the balancer moved
+        it, or failover): this member owns it from now, not from the request's end, so the
+        former owner's expiry cannot end it under a request that outlasts the idle timeout.
+        (Tomcat's JvmRouteBinderValve also acts before the request runs.)"""
+        meta = self._meta.get(session.id) if session.id is not None else None
+        if meta is None or not meta.owner or meta.owner == self.local.id:
+            return []
+        # The stamp this member's next change will carry, without taking it: a claim holds no
+        # data, and every change from here names this member the owner too, so an equal stamp
+        # means the same owner; a takeover does not make this member's writes newer than they are.
+        return [self._notice(session, meta, now, (self._counter + 1, self.local.id))]
+
+    def _notice(self, session: Session, meta: Meta, now: float, stamp: Stamp | None = None) -> Outgoing:
+        """An access notice: the session is in use here, and this member owns it."""
         meta.last_notice = now
-        stamp = self._tick()
+        stamp = stamp or self._tick()
         meta.owner, meta.owner_stamp = self.local.id, stamp
         session._grace = 0.0
-        return [Outgoing("access", {"id": session_id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)]
+        return Outgoing("access", {"id": session.id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)
 
     def _age(self, session_id: str, now: float) -> float:
         """Seconds since the session was created, so copies apply the same absolute lifetime."""

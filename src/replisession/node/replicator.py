@@ -151,6 +151,16 @@ class Replicator(ClusterListener):
             for message in manager.accessed(session, self.clock()):
                 self._send(message)
 
+    def claim(self, session: Session) -> None:
+        """A request begins with a session another member served last: this member takes it
+        over now (see :meth:`DeltaManager.claim`); nothing to wait for."""
+        manager = self.manager
+        if manager is None:
+            return
+        with self.store.lock:
+            for message in manager.claim(session, self.clock()):
+                self._send(message, track=False)
+
     def pending(self) -> list[Outcome[SendOutcome]]:
         """The sends this request must wait for before its response leaves, and forget them."""
         futures = _pending.get() or []

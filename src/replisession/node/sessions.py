@@ -175,6 +175,8 @@ class Node:
                 successor = manager.successor(session_id)
             if successor is not None:
                 session = self.store.load(successor, now)
+        if session is not None and self.replicator is not None:
+            self.replicator.claim(session)
         return session
 
     def release(self, session: Session) -> SessionDelta | None:
