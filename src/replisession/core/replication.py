@@ -54,9 +54,10 @@ from ..errors import RemoteProtocolError
 from .copies import ZERO, CopyWriter, Meta, stamp_of
 from .delta import SessionDelta
 from .ended import Horizon, Tombstones
+from .entries import Unpacked, pack_entries, unpack_entry
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
-from .payloads import ACCESS, MAX_IDS, SESSIONS, WANT, check, check_delta, check_entry, check_packed, check_want
+from .payloads import ACCESS, MAX_IDS, SESSIONS, WANT, check, check_delta, check_entry, check_want
 from .rotations import Rotations, Stamp
 from .session import Session
 from .store import Dormant, SessionStore
@@ -516,18 +517,13 @@ class DeltaManager:
     def _wake(self, session_id: str, copy: Dormant) -> None:
         """Unpack a transferred copy into the store (the store's waker; under its lock)."""
         try:
-            owner, owner_stamp, mii_stamp, encoded, stamps, partial = check_packed(
-                msgpack.unpackb(copy.data[1], raw=False, strict_map_key=True)
-            )
-            values = self._loads(encoded)
-            if type(values) is not dict or not all(type(key) is str for key in values):
-                raise RemoteProtocolError("the attributes of a transferred session are not a map of names")
+            entry = unpack_entry(copy.data[1], self._loads)
         except (RemoteProtocolError, ValueError, TypeError, msgpack.UnpackException) as exc:
             # From an authenticated member, so a bug or a version mismatch: say so, and
             # serve as if the copy never came (a request gets a fresh session).
             log.error("a transferred copy of session %s cannot be read: %s", session_id, exc)
             return
-        self._apply_entry(session_id, copy, owner, stamp_of(owner_stamp), stamp_of(mii_stamp), values, stamps, partial)
+        self._apply_entry(session_id, copy, entry)
 
     def _loads(self, encoded: bytes) -> Any:
         try:
@@ -535,17 +531,8 @@ class DeltaManager:
         except Exception as exc:  # msgpack raises several types for bytes it cannot read
             raise RemoteProtocolError(f"a replicated value cannot be decoded: {exc}") from exc
 
-    def _apply_entry(
-        self,
-        session_id: str,
-        copy: Dormant,
-        owner: str,
-        owner_stamp: Stamp,
-        mii_stamp: Stamp,
-        values: Mapping[str, Any],
-        stamps: Mapping[str, list[Any]],
-        partial: bool,
-    ) -> None:
+    def _apply_entry(self, session_id: str, copy: Dormant, entry: Unpacked) -> None:
+        owner, owner_stamp, mii_stamp, values, stamps, partial = entry
         self._witness(owner_stamp)
         self._witness(mii_stamp)
         session, created = self.store.replica(session_id, copy.last_accessed)
@@ -626,39 +613,6 @@ class DeltaManager:
             return self._tombstones.left(now), self._rotations.edges(now)
 
     def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:
-        """Transfer entries (see :mod:`.payloads`); a dormant copy is passed on still packed."""
-        entries: list[list[Any]] = []
-        store = self.store
-        dumps = store.serializer.packer()
-        pack = msgpack.Packer().pack  # stamps are tuples; msgpack writes them as arrays
+        """Transfer entries (see :mod:`.entries`); a dormant copy is passed on still packed."""
         local = self.local.id
-        for requested in session_ids:
-            session = store.live(requested)
-            session_id = requested
-            if session is None:  # dormant, or rotated meanwhile
-                session_id = self._resolve(requested)
-                copy = store.dormant(session_id)
-                if copy is not None:
-                    idle, age = max(0.0, now - copy.last_accessed), max(0.0, now - copy.created_at)
-                    entries.append([session_id, idle, age, copy.data[0], copy.data[1]])
-                    continue
-                session = store.live(session_id)
-            if session is None or session.last_accessed is None or session._was_created:
-                # Still in the request that creates it: its creation delta reaches every
-                # member (the joiner included) when that request ends, or nothing does if
-                # the request empties it; a copy taken now would outlive either.
-                continue
-            meta = self._meta.get(session_id) or Meta(owner=local)
-            try:
-                encoded = dumps(dict(dict.items(session)))  # not dict(session): that reads as a request would
-            except TypeError as exc:  # changed in place into something unencodable
-                log.error("session %s cannot be transferred: %s", session_id, exc)
-                continue
-            packed = pack([meta.owner or local, meta.owner_stamp, meta.mii_stamp, encoded, meta.stamps, meta.partial])
-            idle = now - session.last_accessed
-            age = now - session.created_at if session.created_at is not None else 0.0
-            # The timeout in force, as a delta carries it (inf: none): None would read as
-            # "unchanged", and a copy that missed a reset to the default would keep the old one.
-            mii = session.max_inactive_interval
-            entries.append([session_id, max(0.0, idle), max(0.0, age), math.inf if mii is None else mii, packed])
-        return entries
+        return pack_entries(self.store, session_ids, now, meta_of=self._meta.get, resolve=self._resolve, local=local)
