@@ -100,7 +100,6 @@ class Replica:
         self._sunk: list[SessionDelta] = []
         self.store.change_sink = self._sunk.append
         self.manager = manager(self.store, info, **options)
-        self.claims: list[Outgoing] = []  # what requests sent as they began (a takeover), not yet delivered
 
     def request(self, session_id: str | None, action: Action, now: float) -> Done:
         """One request on this member: load (or start) the session, run ``action``, release."""
@@ -115,31 +114,24 @@ class Replica:
         successor = self.manager.successor(session_id) if session is None and session_id is not None else None
         if successor is not None:  # an id that lost a concurrent rotation: the session, under the winner
             session = self.store.load(successor, now)
-        if session is None:
-            return self.store.new_session(now)
-        self.claims.extend(self.manager.claim(session, now))  # another member's: taken over now
-        return session
-
-    def take_claims(self) -> list[Outgoing]:
-        """What requests sent as they began (a takeover), to deliver now rather than with their end."""
-        claims, self.claims[:] = list(self.claims), []
-        return claims
+        return session if session is not None else self.store.new_session(now)
 
     def end(self, session: Session, now: float, loaded: str | None = None) -> Done:
         """The end of a request: release, then what the manager sends for it."""
         returned = self.store.release(session, now)
         deltas, self._sunk[:] = list(self._sunk), []
-        messages = self.take_claims()  # a claim not delivered yet goes first
-        messages.extend(message for delta in deltas for message in self.manager.replicate_all(delta, now))
+        messages = [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
         if returned is None:
             messages.extend(self.manager.accessed(session, now))
         return Done(loaded, session.id, messages, deltas)
 
     def sweep(self, now: float) -> list[Outgoing]:
-        """The node's expiry timer: what the sweep ended, as messages for the others."""
+        """The node's timer: what the sweep ended, and the notices that keep sessions long
+        requests here are using alive elsewhere, as messages for the others."""
         self.store.sweep(now)
         deltas, self._sunk[:] = list(self._sunk), []
-        return [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
+        messages = [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
+        return messages + self.manager.keepalive(self.store.in_use(), now)
 
     def receive(self, sender: Replica, message: Outgoing, now: float) -> list[Outgoing]:
         return self.manager.receive(sender.info, message.kind, message.payload, now)

@@ -79,11 +79,13 @@ def test_the_primary_s_expiry_never_ends_a_session_a_long_request_uses_on_anothe
     others = tuple(r.info for r in cluster.members.values() if r is not c)
     cluster.deliver(c, [c.manager.fetch([session_id], others)])  # the node's fetch
     upload = c.begin(session_id, NOW)  # the balancer moved the user: a long upload on c
-    cluster.deliver(c, c.take_claims())  # c takes the session over as the request begins
-    assert a.manager.owner_of(session_id) == c.info.id
-    cluster.now = NOW + 1801  # a's copy is past the 1800 s idle timeout: a is no longer its primary
+    for now in (NOW + 900, NOW + 1700):  # c's timer: the session is in use here
+        cluster.now = now
+        cluster.deliver(c, c.sweep(now))
+    assert a.manager.owner_of(session_id) == a.info.id  # kept alive, not taken over
+    cluster.now = NOW + 1801  # a's copy was last used at NOW + 1700 (c's notice): not idle
     cluster.deliver(a, a.sweep(cluster.now))
-    upload["done"] = True  # the upload ends, past the timeout, and writes
+    upload["done"] = True  # the upload ends, past the idle timeout, and writes
     cluster.deliver(c, c.end(upload, cluster.now, session_id).messages)
     copies = cluster.copies(session_id)
     assert list(copies.values()) == [{"n": 0, "done": True}] * 2, copies

@@ -70,8 +70,7 @@ def test_a_transferred_session_stays_packed_until_a_request_uses_it() -> None:
     assert j.store.dormant_count == 2
     assert j.recorder.events[0] == ("created", ids[1])  # listeners hear of the copy when it unpacks
     assert dict(j.store.peek(ids[1]) or {}) == {"n": 1, "cart": [1, "x"]}
-    claim, delta = done.messages  # a's session, served here: taken over as the request began
-    assert (claim.kind, claim.payload["owner"], delta.kind) == ("access", C.id, "delta")
+    [delta] = done.messages
     assert delta.payload["sets"] == {"cart": a.store.serializer.dumps([1, "x"])}  # a nested change, seen
 
 

@@ -18,8 +18,8 @@ failure, this one:
   that now belong on the joiner are copied there, and a holder that is no longer
   needed drops its copy when the new placement reaches it.
 * **serves anything anywhere.** A member without a copy fetches it (the node asks
-  every member); serving it makes it the primary as the request begins, and the
-  placement it sends tells the old primary and the backups.
+  every member); serving it makes it the primary, and the placement it sends tells
+  the old primary and the backups.
 
 Backups keep their copies packed (:class:`.store.Dormant`): a delta unpacks, applies
 and packs again, so a backup costs a fraction of a primary's memory. Listeners fire on
@@ -29,6 +29,8 @@ Messages beyond the DeltaManager's: ``placement`` (a session's owner, its stamp 
 ranked backups; a holder not named drops its copy unless ``keep``) and ``placements``
 (many at once). A rebalance sends each member a few batches, not a message per session:
 its full copies (``sessions``) first, then its placements (see :func:`.placement.batched`).
+A rotation's edges also go to every member that is not a holder (``sessions`` with ``aliases``
+only): one holding a copy fetched for a request drops it, so the old id opens nothing there.
 ``missing``: a holder that got a delta or an access notice for a session it holds no copy
 of (the full copy was lost to a failed send while it stayed a member) asks the sender,
 which sends the copy and the placement again if it owns the session and counts the
@@ -84,15 +86,12 @@ class BackupManager(DeltaManager):
         self._relaying = False  # applying the edges a losing id's owner relayed (see _fold)
         # Copies merged from a losing id's backup, waiting for the winner's placement: id -> since when.
         self._unplaced: dict[str, float] = {}
-        # What a request's takeover replaced (see claim), until that request's release: id -> placement.
-        self._displaced: dict[str, Placement | None] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
     def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
         message = self._delta_message(delta, now)
         session_id = delta.session_id
-        displaced = self._displaced.pop(session_id, None)  # moved with a rotation (see _rotated)
         if delta.previous_id is not None and delta.previous_id in self._placed:
             self._placed[session_id] = self._placed.pop(delta.previous_id)
         if delta.destroyed:
@@ -106,13 +105,12 @@ class BackupManager(DeltaManager):
             # the end too, or the old cookie still opens the session there.
             targets = tuple(m for m in self._members.values() if m.id != self.local.id)
             return [Outgoing("delta", message.payload, targets)] if targets else []
-        return [*self._place(session_id, now, message, displaced=displaced), *self._relayed()]
+        return [*self._place(session_id, now, message), *self._relayed()]
 
     def accessed(self, session: Session, now: float) -> list[Outgoing]:
         session_id = session.id
         if session_id is None:
             return []
-        self._displaced.pop(session_id, None)
         placed = self._placed.get(session_id)
         taking_over = placed is None or placed.owner != self.local.id
         notices = super().accessed(session, now)
@@ -121,32 +119,19 @@ class BackupManager(DeltaManager):
         targets = self._live(placed.holders) if placed is not None else ()
         return [Outgoing(n.kind, n.payload, targets, wait=False) for n in notices if targets]
 
-    def claim(self, session: Session, now: float) -> list[Outgoing]:
-        """A request here begins with a session another member is the primary of (or that no
-        placement names here: fetched): this member takes it over now, so the former primary's
-        expiry cannot end it under a request that outlasts the idle timeout."""
-        session_id = session.id
-        placed = self._placed.get(session_id) if session_id is not None else None
-        if session_id is None or (placed is not None and placed.owner == self.local.id):
-            return []
-        meta = self._meta.get(session_id)
-        if meta is not None:
-            meta.last_notice = now  # the placement tells every holder it is in use
-        session._grace = 0.0
-        self._displaced[session_id] = placed  # its holders follow a rotation this request makes
-        return self._place(session_id, now, None)
-
     def _rotated(self, old_id: str, new_id: str) -> None:
+        """The placement follows the session to its new id at once: a placement or a delta for
+        the old id that arrives before the request ends finds it (see :meth:`_lost`)."""
         super()._rotated(old_id, new_id)
-        if old_id in self._displaced:
-            self._displaced[new_id] = self._displaced.pop(old_id)
+        if old_id in self._placed:
+            self._placed[new_id] = self._placed.pop(old_id)
+
+    def _holders_of(self, session_id: str) -> tuple[MemberInfo, ...]:
+        placed = self._placed.get(session_id)
+        return self._live(self._copies(placed)) if placed is not None else ()
 
     def tick(self, now: float) -> None:
         super().tick(now)
-        for session_id in list(self._displaced):
-            session = self.store.live(session_id)
-            if session is None or not session._holders:  # no release will come for it
-                del self._displaced[session_id]
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
         for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
@@ -249,8 +234,21 @@ class BackupManager(DeltaManager):
         heard of it), ``tick`` drops the copy: the losing owner's rotation delta took what it
         held to the winner."""
         placed = self._placed.pop(previous, None)
+        rotated = self._rotations.descends(new_id, previous)
+        session = self.store.live(previous)
+        if rotated and placed is not None and self.local.id not in self._copies(placed):
+            if session is None or not session._holders:
+                # A copy fetched for a request (no placement names this member): the old id
+                # opens nothing now, and a request with the new one fetches the new copy.
+                self._meta.pop(previous, None)
+                self.store.drop(previous)
+                return
+            if self._members:
+                # A request here is using it: re-keyed below, so its writes reach the new id,
+                # and the rotating request's writes are asked for (merged before its release).
+                self._relay.append(self.fetch([new_id], tuple(self._members.values())))
         super()._fold(previous, new_id, now)
-        if placed is not None and self._rotations.descends(new_id, previous):
+        if placed is not None and rotated:
             self._placed.setdefault(new_id, placed)
         elif placed is not None and placed.owner == self.local.id:
             holders = self._live(placed.holders)
@@ -265,7 +263,9 @@ class BackupManager(DeltaManager):
         What its owner placed or copied under it, still on its way, is void (its writes reached
         the winner with the rotation's delta)."""
         canonical = self._resolve(session_id)
-        return canonical != session_id and not self._rotations.descends(canonical, session_id)
+        if canonical == session_id or self._rotations.descends(canonical, session_id):
+            return False
+        return not self._rotating(session_id)  # a rotation a request here is making: not a lost branch
 
     def _take_entry(self, entry: list[Any], now: float) -> None:
         if self._lost(entry[0]) and self._resolve(entry[0]) not in self.store:
@@ -399,20 +399,13 @@ class BackupManager(DeltaManager):
         return not live or live[0] == self.local.id
 
     def _place(
-        self,
-        session_id: str,
-        now: float,
-        delta: Outgoing | None,
-        also_tell: tuple[MemberInfo, ...] = (),
-        displaced: Placement | None = None,
+        self, session_id: str, now: float, delta: Outgoing | None, also_tell: tuple[MemberInfo, ...] = ()
     ) -> list[Outgoing]:
         """This member is (now) the primary: the delta to holders that have a copy, full
         copies to new backups, and the placement to everyone concerned when it changed.
 
         ``also_tell``: members that joined, which may believe they own the session too
-        (after a partition); the placement with the newer stamp wins everywhere.
-        ``displaced``: the placement this request's takeover replaced as it began; a rotation
-        reaches its holders too (the former primary may be rotating the same id at once)."""
+        (after a partition); the placement with the newer stamp wins everywhere."""
         old = self._placed.get(session_id)
         # A member that (re)joined may have lost what we sent it while we counted it gone
         # (a timed-out copy, a dropped connection): it gets a full copy again, not a delta.
@@ -421,8 +414,14 @@ class BackupManager(DeltaManager):
         out: list[Outgoing] = []
         keep = tuple(self._members[m] for m in wanted if m in had)
         if delta is not None and delta.payload["prev"] is not None:
-            # A rotation: every holder follows it, then drops it if not wanted.
-            keep = self._live(sorted(had | set(self._copies(displaced))))
+            # A rotation: every holder follows it, then drops it if not wanted. Every other member
+            # learns its edges first: one holding a copy fetched for a request drops it, so the
+            # old id opens nothing there (a login's fixation protection), as an end does.
+            keep = self._live(sorted(had))
+            others = tuple(m for m in self._members.values() if m not in keep)
+            if others:
+                edges = self._rotations.family(session_id, now)
+                out.append(Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, others))
         if delta is not None and keep:
             out.append(Outgoing("delta", delta.payload, keep))
         fresh = tuple(self._members[m] for m in wanted if m not in had)
@@ -491,7 +490,7 @@ class BackupManager(DeltaManager):
             if owner is not None:
                 # The new primary's copy may hold writes made there meanwhile: merged into ours
                 # (per key) before our release re-places the session from it.
-                out.append(self.fetch([session_id], (owner,)))
+                out.append(self.fetch([body["id"]], (owner,)))  # the id it knows (a rotation here is unreleased)
             return out
         self._placed.pop(session_id, None)
         self._meta.pop(session_id, None)

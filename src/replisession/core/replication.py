@@ -125,9 +125,9 @@ class DeltaManager:
         """Every message a session's change (or end) needs: here, one delta to every member.
 
         A copy that expires here while another member owns the session goes silently: every
-        member expires its own copy by its own idle time, and the owner may be serving a
-        request longer than the timeout (a request claims the session as it begins, but
-        sends nothing more before it ends), which an end from here would cut short."""
+        member expires its own copy by its own idle time, and a request on the owner that
+        outlasts the timeout keeps the copies alive only every ``access_throttle`` seconds
+        (:meth:`keepalive`): an end from here could cut it short."""
         if delta.destroyed and delta.expired:
             meta = self._meta.get(delta.session_id)
             if meta is not None and meta.owner and meta.owner != self.local.id:
@@ -152,28 +152,38 @@ class DeltaManager:
         meta = self._meta.setdefault(session_id, Meta())
         if meta.owner == self.local.id and now - meta.last_notice < self.access_throttle:
             return []
-        return [self._notice(session, meta, now)]
-
-    def claim(self, session: Session, now: float) -> list[Outgoing]:
-        """A request here begins with a session another member served last (the balancer moved
-        it, or failover): this member owns it from now, not from the request's end, so the
-        former owner's expiry cannot end it under a request that outlasts the idle timeout.
-        (Tomcat's JvmRouteBinderValve also acts before the request runs.)"""
-        meta = self._meta.get(session.id) if session.id is not None else None
-        if meta is None or not meta.owner or meta.owner == self.local.id:
-            return []
-        # The stamp this member's next change will carry, without taking it: a claim holds no
-        # data, and every change from here names this member the owner too, so an equal stamp
-        # means the same owner; a takeover does not make this member's writes newer than they are.
-        return [self._notice(session, meta, now, (self._counter + 1, self.local.id))]
-
-    def _notice(self, session: Session, meta: Meta, now: float, stamp: Stamp | None = None) -> Outgoing:
-        """An access notice: the session is in use here, and this member owns it."""
         meta.last_notice = now
-        stamp = stamp or self._tick()
+        stamp = self._tick()
         meta.owner, meta.owner_stamp = self.local.id, stamp
         session._grace = 0.0
-        return Outgoing("access", {"id": session.id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)
+        return [Outgoing("access", {"id": session_id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)]
+
+    def keepalive(self, in_use: Iterable[Session], now: float) -> list[Outgoing]:
+        """Sessions requests here are using (from the node's timer): a notice for each, at most
+        every ``access_throttle`` seconds, so no copy (the owner's included) expires under a
+        request that outlasts the idle timeout (an upload, a long poll), as this member's own
+        store never expires a session in use. A touch, not a takeover: it names the owner and
+        owner stamp known here, so ownership still moves only when a request ends (a request
+        that never uses the session must not make its member decide when the session ends)."""
+        out = []
+        for session in in_use:
+            session_id = session.id
+            meta = self._meta.get(session_id) if session_id is not None else None
+            if session_id is None or meta is None or not meta.owner or session._was_created:
+                continue  # not replicated yet: its creating request's delta carries it
+            if now - meta.last_notice < self.access_throttle:
+                continue
+            targets = self._holders_of(session_id)
+            if targets is not None and not targets:
+                continue
+            meta.last_notice = now
+            body = {"id": session_id, "owner": meta.owner, "stamp": list(meta.owner_stamp)}
+            out.append(Outgoing("access", body, targets, wait=False))
+        return out
+
+    def _holders_of(self, session_id: str) -> tuple[MemberInfo, ...] | None:
+        """The other members with a copy of the session: None for every member."""
+        return None
 
     def _age(self, session_id: str, now: float) -> float:
         """Seconds since the session was created, so copies apply the same absolute lifetime."""
@@ -358,6 +368,11 @@ class DeltaManager:
     def _witness(self, stamp: Stamp) -> None:
         if stamp[0] > self._counter:
             self._counter = stamp[0]
+
+    def _rotating(self, session_id: str) -> bool:
+        """A request here rotated ``session_id`` away and has not released the rotation yet."""
+        new_id = self.store.retired.get(session_id)
+        return new_id is not None and not self._rotations.descends(new_id, session_id)
 
     def _resolve(self, session_id: str) -> str:
         """The id this member holds ``session_id``'s session under: its family's canonical id."""
@@ -613,6 +628,9 @@ class DeltaManager:
             return self._tombstones.left(now), self._rotations.edges(now)
 
     def _entries(self, session_ids: Iterable[str], now: float) -> list[list[Any]]:
-        """Transfer entries (see :mod:`.entries`); a dormant copy is passed on still packed."""
+        """Transfer entries (see :mod:`.entries`); a dormant copy is passed on still packed. A session
+        a request here is rotating goes to nobody under the id it leaves (its new id is the
+        browser's secret, its contents not released): the rotation's delta tells every member."""
+        session_ids = [i for i in session_ids if not self._rotating(i)]
         local = self.local.id
         return pack_entries(self.store, session_ids, now, meta_of=self._meta.get, resolve=self._resolve, local=local)

@@ -309,6 +309,11 @@ class SessionStore:
 
     # -- expiry ------------------------------------------------------------------------
 
+    def in_use(self) -> list[Session]:
+        """The sessions requests here are using now (loaded and not yet released)."""
+        with self._lock:
+            return [s for s in self._sessions.values() if s._holders and s._id is not None]
+
     def sweep(self, now: float) -> int:
         """Remove every expired session no request is using; returns how many."""
         with self._lock:

@@ -84,7 +84,8 @@ class Replicator(ClusterListener):
             self.manager.local = local
 
     def tick(self) -> None:
-        """From the node's timer: forget old tombstones, retry a stalled state transfer."""
+        """From the node's timer: forget old tombstones, retry a stalled state transfer, and
+        keep the sessions long requests here are using alive on the other members."""
         manager = self.manager
         if manager is None:
             return
@@ -97,6 +98,7 @@ class Replicator(ClusterListener):
         with self.store.lock:
             manager.tick(now)
             outgoing = manager.retry_transfer(members, now)
+            outgoing.extend(manager.keepalive(self.store.in_use(), now))  # long requests
             if isinstance(manager, BackupManager):
                 for member, session_ids in unsent.values():
                     if member.id in live:  # one that left gets its copies from the re-placement
@@ -150,16 +152,6 @@ class Replicator(ClusterListener):
         with self.store.lock:
             for message in manager.accessed(session, self.clock()):
                 self._send(message)
-
-    def claim(self, session: Session) -> None:
-        """A request begins with a session another member served last: this member takes it
-        over now (see :meth:`DeltaManager.claim`); nothing to wait for."""
-        manager = self.manager
-        if manager is None:
-            return
-        with self.store.lock:
-            for message in manager.claim(session, self.clock()):
-                self._send(message, track=False)
 
     def pending(self) -> list[Outcome[SendOutcome]]:
         """The sends this request must wait for before its response leaves, and forget them."""

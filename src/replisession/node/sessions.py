@@ -150,13 +150,19 @@ class Node:
         return self._timer is not None and self._pid == os.getpid()
 
     def _run_timer(self) -> None:
-        interval = self.config.sweep_interval
         stopping = self._stopping
-        while not stopping.wait(interval):
+        while not stopping.wait(self._timer_interval()):
             try:
                 self.sweep()
             except Exception:  # the timer must outlive a faulty listener or a bug
                 log.exception("session sweep failed")
+
+    def _timer_interval(self) -> float:
+        """The sweep interval, or the replication's notice throttle when shorter (a short idle
+        timeout): a long request's notices must reach the other members before they expire it."""
+        manager = self.replicator.manager if self.replicator is not None else None
+        interval = self.config.sweep_interval
+        return min(interval, manager.access_throttle) if manager is not None else interval
 
     # -- store operations (the store holds its lock) --------------------------------------
 
@@ -175,8 +181,6 @@ class Node:
                 successor = manager.successor(session_id)
             if successor is not None:
                 session = self.store.load(successor, now)
-        if session is not None and self.replicator is not None:
-            self.replicator.claim(session)
         return session
 
     def release(self, session: Session) -> SessionDelta | None:
