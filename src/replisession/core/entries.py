@@ -31,12 +31,13 @@ def pack_entries(
     now: float,
     *,
     meta_of: Callable[[str], Meta | None],
-    resolve: Callable[[str], str],
+    resolve: Callable[[str], str | None],
     local: str,
 ) -> list[list[Any]]:
     """The entries of these sessions as held here (``resolve``: the id a rotated one is held
-    under; ``meta_of``: its stamps; ``local``: this member's id, the owner of a session with
-    no stamps yet). A session still in the request that creates it is left out."""
+    under, None for one a request here is rotating; ``meta_of``: its stamps; ``local``: this
+    member's id, the owner of a session with no stamps yet). A session still in the request
+    that creates it is left out, and so is one asked for under an id such a request is leaving."""
     entries: list[list[Any]] = []
     dumps = store.serializer.packer()
     pack = msgpack.Packer().pack  # stamps are tuples; msgpack writes them as arrays
@@ -44,7 +45,10 @@ def pack_entries(
         session = store.live(requested)
         session_id = requested
         if session is None:  # dormant, or rotated meanwhile
-            session_id = resolve(requested)
+            resolved = resolve(requested)
+            if resolved is None:
+                continue
+            session_id = resolved
             copy = store.dormant(session_id)
             if copy is not None:
                 idle, age = max(0.0, now - copy.last_accessed), max(0.0, now - copy.created_at)

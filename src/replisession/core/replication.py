@@ -378,6 +378,10 @@ class DeltaManager:
         """The id this member holds ``session_id``'s session under: its family's canonical id."""
         return self._rotations.resolve(session_id, self.store.retired)
 
+    def _resolve_released(self, session_id: str) -> str | None:
+        """:meth:`_resolve`, or None for an id a request here is rotating (not released yet)."""
+        return None if self._rotating(session_id) else self._resolve(session_id)
+
     def _apply_delta(self, body: Mapping[str, Any], now: float) -> str | None:
         """Apply a delta; the id of the copy it made, if it made one of a delta that did not
         create the session (a copy of part of the session: the rest must be asked for)."""
@@ -631,6 +635,6 @@ class DeltaManager:
         """Transfer entries (see :mod:`.entries`); a dormant copy is passed on still packed. A session
         a request here is rotating goes to nobody under the id it leaves (its new id is the
         browser's secret, its contents not released): the rotation's delta tells every member."""
-        session_ids = [i for i in session_ids if not self._rotating(i)]
-        local = self.local.id
-        return pack_entries(self.store, session_ids, now, meta_of=self._meta.get, resolve=self._resolve, local=local)
+        return pack_entries(
+            self.store, session_ids, now, meta_of=self._meta.get, resolve=self._resolve_released, local=self.local.id
+        )
