@@ -100,6 +100,7 @@ class Replica:
         self._sunk: list[SessionDelta] = []
         self.store.change_sink = self._sunk.append
         self.manager = manager(self.store, info, **options)
+        self.began: list[Outgoing] = []  # what requests sent as they began, not delivered yet
 
     def request(self, session_id: str | None, action: Action, now: float) -> Done:
         """One request on this member: load (or start) the session, run ``action``, release."""
@@ -114,13 +115,22 @@ class Replica:
         successor = self.manager.successor(session_id) if session is None and session_id is not None else None
         if successor is not None:  # an id that lost a concurrent rotation: the session, under the winner
             session = self.store.load(successor, now)
-        return session if session is not None else self.store.new_session(now)
+        if session is None:
+            return self.store.new_session(now)
+        self.began.extend(self.manager.began(session, now))  # another member's: a keep-alive now
+        return session
+
+    def take_began(self) -> list[Outgoing]:
+        """What requests sent as they began (a keep-alive), to deliver now rather than with their end."""
+        began, self.began[:] = list(self.began), []
+        return began
 
     def end(self, session: Session, now: float, loaded: str | None = None) -> Done:
         """The end of a request: release, then what the manager sends for it."""
         returned = self.store.release(session, now)
         deltas, self._sunk[:] = list(self._sunk), []
-        messages = [message for delta in deltas for message in self.manager.replicate_all(delta, now)]
+        messages = self.take_began()  # a notice not delivered yet goes first
+        messages.extend(message for delta in deltas for message in self.manager.replicate_all(delta, now))
         if returned is None:
             messages.extend(self.manager.accessed(session, now))
         return Done(loaded, session.id, messages, deltas)

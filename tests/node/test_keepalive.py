@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from replisession.cluster_config import ClusterConfig
 from replisession.config import SessionConfig
+from replisession.core.serializer import SessionSerializer
 from replisession.node.replicator import Replicator
 from replisession.node.sessions import Node
 from replisession.web.cookie import SessionCookieCodec
@@ -75,3 +76,46 @@ def test_the_timer_runs_often_enough_for_a_short_idle_timeout() -> None:
     node.replicator = Replicator(node.store, member, ClusterConfig(manager="delta", members=(), route="a"), Clock())  # type: ignore[arg-type]
     member.on_bound(A)
     assert node._timer_interval() == 10.0
+
+
+def test_a_request_on_a_session_another_member_owns_and_left_idle_notifies_as_it_begins() -> None:
+    # The timer's first notice could come after the owner's deadline: one goes as the request begins.
+    clock = Clock()
+    node = Node(SessionConfig.build(secret_key=SECRET, route="a"), clock=clock)
+    member = FakeMember([B], answer=True)
+    node.replicator = Replicator(node.store, member, ClusterConfig(manager="delta", members=(), route="a"), clock)  # type: ignore[arg-type]
+    member.on_bound(A)
+    node.store.change_sink = node._publish
+    front = SessionFront(node, SessionCookieCodec([SECRET], "a"))
+    try:
+        manager = node.replicator.manager
+        assert manager is not None
+        sid = "k" * 24
+        delta = {
+            "id": sid,
+            "prev": None,
+            "owner": B.id,
+            "stamp": [1, B.id],
+            "sets": {"x": SessionSerializer().dumps(1)},
+            "removes": [],
+            "created": True,
+            "destroyed": False,
+            "expired": False,
+            "mii": 40.0,  # its own timeout: notices every 10 s, and the timer runs that often
+            "age": 0.0,
+        }
+        assert manager.receive(B, "delta", delta, 100.0) == []
+        assert node._timer_interval() == 10.0
+        clock.now = 105.0  # used 5 s ago: the owner's copy too, nothing to say yet
+        held = front.open("/", [front.codec.encode(sid)])  # type: ignore[union-attr]
+        assert isinstance(held, RequestSession)
+        front.close(held)
+        assert [kind for kind, *_ in member.sent] == []
+        clock.now = 125.0  # idle for 20 s: the owner may be close to its deadline
+        held = front.open("/", [front.codec.encode(sid)])  # type: ignore[union-attr]
+        assert isinstance(held, RequestSession)
+        [(kind, payload, *_)] = member.sent
+        assert (kind, payload) == ("access", {"id": sid, "owner": B.id, "stamp": [1, B.id]})  # a touch
+        front.close(held)
+    finally:
+        node.stop()

@@ -127,8 +127,12 @@ class BackupManager(DeltaManager):
             self._placed[new_id] = self._placed.pop(old_id)
 
     def _holders_of(self, session_id: str) -> tuple[MemberInfo, ...]:
+        """The live copies of the placement; every member when no placement names this member
+        (a copy fetched for a request): the placement it knows may be out of date."""
         placed = self._placed.get(session_id)
-        return self._live(self._copies(placed)) if placed is not None else ()
+        if placed is None or self.local.id not in self._copies(placed):
+            return tuple(self._members.values())
+        return self._live(self._copies(placed))
 
     def tick(self, now: float) -> None:
         super().tick(now)
@@ -172,8 +176,18 @@ class BackupManager(DeltaManager):
         if kind == "access":
             session_id = self._resolve(check(payload, ACCESS)["id"])
             if session_id not in self.store and session_id not in self._tombstones:
+                placed = self._placed.get(session_id)
+                if placed is None or self.local.id not in self._copies(placed):
+                    return []  # a keep-alive sent to every member: this one holds no copy
                 return self._ask(sender, session_id, now)
-            return super().receive(sender, kind, payload, now)
+            replies = super().receive(sender, kind, payload, now)
+            placed = self._placed.get(session_id)
+            if placed is not None and placed.owner == self.local.id and sender.id not in self._copies(placed):
+                # A keep-alive from a member serving a copy no placement names (fetched), which may
+                # have missed a takeover: it gets our copy and placement, as a fetch would, so its
+                # release takes the session over from this primary with this primary's writes.
+                replies.extend(self._receive(sender, "want", {"ids": [session_id]}, now))
+            return replies
         if kind == "delta":
             body = check_delta(payload)
             session_id = self._resolve(body["id"])
@@ -236,17 +250,24 @@ class BackupManager(DeltaManager):
         placed = self._placed.pop(previous, None)
         rotated = self._rotations.descends(new_id, previous)
         session = self.store.live(previous)
-        if rotated and placed is not None and self.local.id not in self._copies(placed):
-            if session is None or not session._holders:
-                # A copy fetched for a request (no placement names this member): the old id
-                # opens nothing now, and a request with the new one fetches the new copy.
-                self._meta.pop(previous, None)
-                self.store.drop(previous)
-                return
+        in_use = session is not None and session._holders > 0
+        holder = placed is not None and self.local.id in self._copies(placed)
+        if rotated and placed is not None and not holder and not in_use:
+            # A copy fetched for a request (no placement names this member): the old id
+            # opens nothing now, and a request with the new one fetches the new copy.
+            self._meta.pop(previous, None)
+            self.store.drop(previous)
+            return
+        if in_use and (not rotated or not holder):
+            # A request here is using it: re-keyed below, so its writes reach the new id; its
+            # release places the session from the placement it followed (who held it is told),
+            # with what the other side wrote asked for now and merged first.
+            super()._fold(previous, new_id, now)
+            if placed is not None:
+                self._placed.setdefault(new_id, placed)
             if self._members:
-                # A request here is using it: re-keyed below, so its writes reach the new id,
-                # and the rotating request's writes are asked for (merged before its release).
                 self._relay.append(self.fetch([new_id], tuple(self._members.values())))
+            return
         super()._fold(previous, new_id, now)
         if placed is not None and rotated:
             self._placed.setdefault(new_id, placed)

@@ -107,6 +107,7 @@ class DeltaManager:
         # Notices at least four times per idle timeout, and at most once a minute.
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
         self._horizon = Horizon(idle, self.access_throttle)
+        self._shortest_own = math.inf  # the shortest idle timeout a session here was given
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
         store.waker = self._wake
@@ -171,15 +172,46 @@ class DeltaManager:
             meta = self._meta.get(session_id) if session_id is not None else None
             if session_id is None or meta is None or not meta.owner or session._was_created:
                 continue  # not replicated yet: its creating request's delta carries it
-            if now - meta.last_notice < self.access_throttle:
+            if now - meta.last_notice < self._throttle(session):
                 continue
             targets = self._holders_of(session_id)
             if targets is not None and not targets:
                 continue
             meta.last_notice = now
-            body = {"id": session_id, "owner": meta.owner, "stamp": list(meta.owner_stamp)}
+            # Under the id the others know: a rotation by the request is not released yet.
+            known = session._previous_id or session_id
+            body = {"id": known, "owner": meta.owner, "stamp": list(meta.owner_stamp)}
             out.append(Outgoing("access", body, targets, wait=False))
         return out
+
+    def began(self, session: Session, now: float) -> list[Outgoing]:
+        """A request here begins with a session another member owns (the balancer moved the
+        user), idle for a throttle or more: the keep-alive's first notice now rather than at the
+        timer's next tick, which may come after the owner's deadline. (Used more recently, the
+        owner's copy was too: every change and notice reaches it, and its deadline is further
+        than the timer's next notices.)"""
+        meta = self._meta.get(session.id) if session.id is not None else None
+        if meta is None or not meta.owner or meta.owner == self.local.id:
+            return []
+        if session.last_accessed is not None and now - session.last_accessed < self._throttle(session):
+            return []
+        return self.keepalive((session,), now)
+
+    @property
+    def keepalive_interval(self) -> float:
+        """How often the node's timer must call :meth:`keepalive`: every throttle, and four
+        times per the shortest idle timeout of its own a session here was given."""
+        return min(self.access_throttle, self._shortest_own / 4)
+
+    def _throttle(self, session: Session) -> float:
+        own = session._max_inactive_interval
+        return min(self.access_throttle, own / 4) if own else self.access_throttle
+
+    def _own_timeout(self, seconds: float) -> float:
+        """Note a session's own idle timeout (for :attr:`keepalive_interval`); returns it."""
+        if 0 < seconds < self._shortest_own:
+            self._shortest_own = seconds
+        return seconds
 
     def _holders_of(self, session_id: str) -> tuple[MemberInfo, ...] | None:
         """The other members with a copy of the session: None for every member."""
@@ -233,7 +265,7 @@ class DeltaManager:
             meta.stamps[key] = stamp
         meta.owner, meta.owner_stamp, meta.last_notice = self.local.id, stamp, now
         if delta.max_inactive_interval is not None:
-            meta.mii_stamp, meta.idle = stamp, delta.max_inactive_interval
+            meta.mii_stamp, meta.idle = stamp, self._own_timeout(delta.max_inactive_interval)
         session = self.store.peek(session_id)
         if session is not None:
             session._grace = 0.0
@@ -421,7 +453,7 @@ class DeltaManager:
                 meta.stamps[key] = stamp
                 self._writer.remove(session, key)
         if body["mii"] is not None and stamp > meta.mii_stamp:
-            meta.mii_stamp, meta.idle = stamp, body["mii"]
+            meta.mii_stamp, meta.idle = stamp, self._own_timeout(body["mii"])
             session._max_inactive_interval = None if body["mii"] == float("inf") else float(body["mii"])
         self._touch(session, meta, body["owner"], stamp, now)
         if created and not body["created"]:
@@ -510,6 +542,10 @@ class DeltaManager:
         if session is None:
             return session_id
         self._touch(session, self._meta.setdefault(session_id, Meta()), body["owner"], stamp, now)
+        if body["owner"] == self.local.id:
+            # Another member's request is using a session this member owns (its keep-alive):
+            # the next notice comes within two throttles, whatever the session's own timeout.
+            session._grace = 2 * self.access_throttle
         return None
 
     def _take_entry(self, entry: list[Any], now: float) -> None:
@@ -565,7 +601,7 @@ class DeltaManager:
         self._writer.take(session, meta, values, stamps, created=created)
         mii = copy.data[0]
         if mii is not None and (mii_stamp > meta.mii_stamp or created):
-            meta.mii_stamp, meta.idle = mii_stamp, mii
+            meta.mii_stamp, meta.idle = mii_stamp, self._own_timeout(mii)
             session._max_inactive_interval = None if mii == math.inf else float(mii)
         if owner_stamp >= meta.owner_stamp:
             meta.owner, meta.owner_stamp = owner, owner_stamp

@@ -153,6 +153,15 @@ class Replicator(ClusterListener):
             for message in manager.accessed(session, self.clock()):
                 self._send(message)
 
+    def began(self, session: Session) -> None:
+        """A request begins with a session (see :meth:`DeltaManager.began`)."""
+        manager = self.manager
+        if manager is None:
+            return
+        with self.store.lock:
+            for message in manager.began(session, self.clock()):
+                self._send(message, track=False)
+
     def pending(self) -> list[Outcome[SendOutcome]]:
         """The sends this request must wait for before its response leaves, and forget them."""
         futures = _pending.get() or []

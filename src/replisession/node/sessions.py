@@ -158,11 +158,12 @@ class Node:
                 log.exception("session sweep failed")
 
     def _timer_interval(self) -> float:
-        """The sweep interval, or the replication's notice throttle when shorter (a short idle
-        timeout): a long request's notices must reach the other members before they expire it."""
+        """The sweep interval, or the replication's keep-alive interval when shorter (a short
+        idle timeout): a long request's notices must reach the other members before they
+        expire it."""
         manager = self.replicator.manager if self.replicator is not None else None
         interval = self.config.sweep_interval
-        return min(interval, manager.access_throttle) if manager is not None else interval
+        return min(interval, manager.keepalive_interval) if manager is not None else interval
 
     # -- store operations (the store holds its lock) --------------------------------------
 
@@ -181,6 +182,8 @@ class Node:
                 successor = manager.successor(session_id)
             if successor is not None:
                 session = self.store.load(successor, now)
+        if session is not None and self.replicator is not None:
+            self.replicator.began(session)
         return session
 
     def release(self, session: Session) -> SessionDelta | None:
