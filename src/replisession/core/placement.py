@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .messages import MemberInfo
-from .replication import Outgoing
+from .outgoing import Outgoing
 from .rotations import Stamp
 
 __all__ = ["Placement", "batched", "place"]

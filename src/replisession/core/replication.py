@@ -2,7 +2,8 @@
 
 Every member holds every session. A request that changed a session ends with one
 ``delta`` to every member; a request that only read it sends at most a throttled
-``access`` notice so the copies elsewhere do not expire while it is in use.
+``access`` notice so the copies elsewhere do not expire while it is in use, and a request
+still running keeps them alive with the same notice (:mod:`.keepalive`).
 
 Where Tomcat's DeltaManager drops, races or blocks, this one does not:
 
@@ -45,7 +46,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -55,8 +55,10 @@ from .copies import ZERO, CopyWriter, Meta, stamp_of
 from .delta import SessionDelta
 from .ended import Horizon, Tombstones
 from .entries import Unpacked, pack_entries, unpack_entry
+from .keepalive import KeepAlive
 from .listeners import DestroyReason, fire
 from .messages import MemberInfo
+from .outgoing import Outgoing
 from .payloads import ACCESS, MAX_IDS, SESSIONS, WANT, check, check_delta, check_entry, check_want
 from .rotations import Rotations, Stamp
 from .session import Session
@@ -68,17 +70,7 @@ __all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 log = logging.getLogger("replisession.replication")
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message for the node to send: to ``targets`` (None: every member)."""
-
-    kind: str
-    payload: Any
-    targets: tuple[MemberInfo, ...] | None = None
-    wait: bool = True  # False: never worth delaying a response for (access notices)
-
-
-class DeltaManager:
+class DeltaManager(KeepAlive):
     """Replication of one member's store to every other member."""
 
     def __init__(
@@ -158,64 +150,6 @@ class DeltaManager:
         meta.owner, meta.owner_stamp = self.local.id, stamp
         session._grace = 0.0
         return [Outgoing("access", {"id": session_id, "owner": self.local.id, "stamp": list(stamp)}, wait=False)]
-
-    def keepalive(self, in_use: Iterable[Session], now: float) -> list[Outgoing]:
-        """Sessions requests here are using (from the node's timer): a notice for each, at most
-        every ``access_throttle`` seconds, so no copy (the owner's included) expires under a
-        request that outlasts the idle timeout (an upload, a long poll), as this member's own
-        store never expires a session in use. A touch, not a takeover: it names the owner and
-        owner stamp known here, so ownership still moves only when a request ends (a request
-        that never uses the session must not make its member decide when the session ends)."""
-        out = []
-        for session in in_use:
-            session_id = session.id
-            meta = self._meta.get(session_id) if session_id is not None else None
-            if session_id is None or meta is None or not meta.owner or session._was_created:
-                continue  # not replicated yet: its creating request's delta carries it
-            if now - meta.last_notice < self._throttle(session):
-                continue
-            targets = self._holders_of(session_id)
-            if targets is not None and not targets:
-                continue
-            meta.last_notice = now
-            # Under the id the others know: a rotation by the request is not released yet.
-            known = session._previous_id or session_id
-            body = {"id": known, "owner": meta.owner, "stamp": list(meta.owner_stamp)}
-            out.append(Outgoing("access", body, targets, wait=False))
-        return out
-
-    def began(self, session: Session, now: float) -> list[Outgoing]:
-        """A request here begins with a session another member owns (the balancer moved the
-        user), idle for a throttle or more: the keep-alive's first notice now rather than at the
-        timer's next tick, which may come after the owner's deadline. (Used more recently, the
-        owner's copy was too: every change and notice reaches it, and its deadline is further
-        than the timer's next notices.)"""
-        meta = self._meta.get(session.id) if session.id is not None else None
-        if meta is None or not meta.owner or meta.owner == self.local.id:
-            return []
-        if session.last_accessed is not None and now - session.last_accessed < self._throttle(session):
-            return []
-        return self.keepalive((session,), now)
-
-    @property
-    def keepalive_interval(self) -> float:
-        """How often the node's timer must call :meth:`keepalive`: every throttle, and four
-        times per the shortest idle timeout of its own a session here was given."""
-        return min(self.access_throttle, self._shortest_own / 4)
-
-    def _throttle(self, session: Session) -> float:
-        own = session._max_inactive_interval
-        return min(self.access_throttle, own / 4) if own else self.access_throttle
-
-    def _own_timeout(self, seconds: float) -> float:
-        """Note a session's own idle timeout (for :attr:`keepalive_interval`); returns it."""
-        if 0 < seconds < self._shortest_own:
-            self._shortest_own = seconds
-        return seconds
-
-    def _holders_of(self, session_id: str) -> tuple[MemberInfo, ...] | None:
-        """The other members with a copy of the session: None for every member."""
-        return None
 
     def _age(self, session_id: str, now: float) -> float:
         """Seconds since the session was created, so copies apply the same absolute lifetime."""

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from .messages import MemberInfo
 
 if TYPE_CHECKING:
-    from .replication import DeltaManager, Outgoing
+    from .outgoing import Outgoing
+    from .replication import DeltaManager
 
 __all__ = ["CHUNK", "TransferStream", "ended_batches"]
 
