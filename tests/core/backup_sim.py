@@ -149,3 +149,14 @@ def assert_placed(cluster: Cluster, expected: dict[str, dict[str, Any]]) -> None
         assert all(copy == contents for copy in copies.values()), (session_id, contents, copies)
     held = {sid for replica in cluster.members.values() for sid in replica.store.ids()}
     assert held == set(expected)
+
+
+def session_and_taker(cluster: Cluster, taker: str) -> tuple[Replica, str, str, Replica]:
+    """A session made on the first member ``a``: ``a``, its id, its backup's id, and another
+    member to serve it: that backup (``taker="backup"``) or the member holding no copy."""
+    a = next(iter(cluster.members.values()))
+    session_id = cluster.request(a, None, put(n=0))
+    assert session_id is not None
+    (backup,) = a.manager._placed[session_id].holders
+    c = next(r for r in cluster.members.values() if r is not a and (r.info.id == backup) == (taker == "backup"))
+    return a, session_id, backup, c

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from .backup_sim import NOW, Cluster, Replica, put
+from .backup_sim import NOW, Cluster, Replica, put, session_and_taker
 
 
 def _login_during_takeover() -> tuple[Cluster, Replica, str, str, str]:
@@ -69,11 +69,7 @@ def test_a_login_on_one_member_and_a_request_with_the_old_cookie_on_another_conv
     taker: str, order: str
 ) -> None:
     cluster = Cluster(3, backups=1)
-    a = next(iter(cluster.members.values()))
-    old = cluster.request(a, None, put(n=0))
-    assert old is not None
-    (backup,) = a.manager._placed[old].holders
-    c = next(r for r in cluster.members.values() if r is not a and (r.info.id == backup) == (taker == "backup"))
+    a, old, _backup, c = session_and_taker(cluster, taker)
     login = a.begin(old, NOW)
     request, served = None, False
     for step in order:

@@ -11,7 +11,7 @@ import pytest
 from replisession.core.placement import place
 from replisession.core.store import SessionPolicy
 
-from .backup_sim import NOW, Cluster
+from .backup_sim import NOW, Cluster, session_and_taker
 from .backup_sim import put as bput
 from .test_replication import A, B, answered, deliver, put, read, replicas
 
@@ -155,11 +155,7 @@ def test_backup_two_concurrent_logins_with_one_cookie_leave_one_primary(taker: s
     # are primaries of one id; a's copy lacks c's write. (Both variants of this order passed on the
     # parent, where the placement stayed under old and the delta's prev moved it.)
     cluster = Cluster(3, backups=1)
-    a = next(iter(cluster.members.values()))
-    old = cluster.request(a, None, bput(n=0))
-    assert old is not None
-    (backup,) = a.manager._placed[old].holders
-    c = next(r for r in cluster.members.values() if r is not a and (r.info.id == backup) == (taker == "backup"))
+    a, old, _backup, c = session_and_taker(cluster, taker)
     if old not in c.store:  # the node's fetch
         cluster.deliver(c, [c.manager.fetch([old], tuple(r.info for r in cluster.members.values() if r is not c))])
     other = c.begin(old, NOW)

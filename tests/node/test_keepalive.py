@@ -28,14 +28,19 @@ class Clock:
         return self.now
 
 
-def test_the_timer_tells_the_others_a_session_is_in_use_while_a_request_holds_it() -> None:
-    clock = Clock()
+def member_a(clock: Clock) -> tuple[Node, FakeMember, SessionFront]:
+    """Member a of a cluster (its member faked, B alive and answering), with a front."""
     node = Node(SessionConfig.build(secret_key=SECRET, route="a"), clock=clock)
     member = FakeMember([B], answer=True)
     node.replicator = Replicator(node.store, member, ClusterConfig(manager="delta", members=(), route="a"), clock)  # type: ignore[arg-type]
     member.on_bound(A)
     node.store.change_sink = node._publish
-    front = SessionFront(node, SessionCookieCodec([SECRET], "a"))
+    return node, member, SessionFront(node, SessionCookieCodec([SECRET], "a"))
+
+
+def test_the_timer_tells_the_others_a_session_is_in_use_while_a_request_holds_it() -> None:
+    clock = Clock()
+    node, member, front = member_a(clock)
     try:
         created = front.open("/", [])
         assert isinstance(created, RequestSession)
@@ -81,12 +86,7 @@ def test_the_timer_runs_often_enough_for_a_short_idle_timeout() -> None:
 def test_a_request_on_a_session_another_member_owns_and_left_idle_notifies_as_it_begins() -> None:
     # The timer's first notice could come after the owner's deadline: one goes as the request begins.
     clock = Clock()
-    node = Node(SessionConfig.build(secret_key=SECRET, route="a"), clock=clock)
-    member = FakeMember([B], answer=True)
-    node.replicator = Replicator(node.store, member, ClusterConfig(manager="delta", members=(), route="a"), clock)  # type: ignore[arg-type]
-    member.on_bound(A)
-    node.store.change_sink = node._publish
-    front = SessionFront(node, SessionCookieCodec([SECRET], "a"))
+    node, member, front = member_a(clock)
     try:
         manager = node.replicator.manager
         assert manager is not None
