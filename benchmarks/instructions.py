@@ -6,8 +6,8 @@ Run by hand, never by pytest (needs valgrind: ``apt-get install valgrind``)::
 
 Wall-clock CPU on a shared 2-core VM varies by 10-20 % from run to run, more than most
 single changes to the request path. Callgrind counts the user-space instructions a
-process executes, which repeat to about 0.3 % for the same code and input. Each variant
-runs in one process: ``apps:asgi_cluster`` members (one, or three in a send mode), all
+process executes, which repeat to about 1 % (often 0.2 %) for the same code and input.
+Each variant runs in one process: ``apps:asgi_cluster`` members (one, or three in a send mode), all
 hosted on one uvloop loop and connected over loopback, and ``GET /hit`` requests called
 straight into member A's ASGI app one at a time (no HTTP server, no load generator). The
 process is run twice under callgrind, with ``--requests`` more requests the second time;
