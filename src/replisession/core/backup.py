@@ -478,6 +478,13 @@ class BackupManager(DeltaManager):
         if ours and old.owner == self.local.id:
             body = self._placement_body(session_id, placed, keep=False, replaces=placed.owner)
             out.append(Outgoing("placement", body, ours))
+        followed = self._members.get(old.owner)
+        if followed is not None and old.owner != placed.owner:
+            # The owner we followed took the session over at the same time as the new one (two
+            # members that fetched it served it at once): it hears of the newer placement, which
+            # did not know it, and hands its copy over in turn.
+            body = self._placement_body(session_id, placed, keep=False)
+            out.append(Outgoing("placement", body, (followed,)))
         return out
 
     def _apply_placement(self, body: Mapping[str, Any], now: float) -> list[Outgoing]:
@@ -490,6 +497,11 @@ class BackupManager(DeltaManager):
         self._unplaced.pop(session_id, None)  # the winner's placement: it decides from here
         old = self._placed.get(session_id)
         if old is not None and stamp <= old.stamp:
+            claimant = self._members.get(body["owner"])
+            if claimant is not None and body["owner"] != old.owner and not body["keep"]:
+                # An older placement from a member that took the session over at the same time
+                # as the one we follow: it is told the newer placement, and hands its copy over.
+                out.append(Outgoing("placement", self._placement_body(session_id, old, keep=False), (claimant,)))
             return out  # an older placement, reordered
         placed = Placement(body["owner"], stamp, tuple(body["holders"]))
         me = self.local.id
