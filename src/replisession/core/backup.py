@@ -174,18 +174,25 @@ class BackupManager(DeltaManager):
         if kind == "missing":
             return self._resend(sender, check(payload, MISSING)["ids"], now)
         if kind == "access":
-            session_id = self._resolve(check(payload, ACCESS)["id"])
+            session_id = self._resolve(check(payload, ACCESS)["id"])  # checked again below: cheap
             if session_id not in self.store and session_id not in self._tombstones:
                 placed = self._placed.get(session_id)
                 if placed is None or self.local.id not in self._copies(placed):
                     return []  # a keep-alive sent to every member: this one holds no copy
                 return self._ask(sender, session_id, now)
+            body = check(payload, ACCESS)
             replies = super().receive(sender, kind, payload, now)
             placed = self._placed.get(session_id)
-            if placed is not None and placed.owner == self.local.id and sender.id not in self._copies(placed):
-                # A keep-alive from a member serving a copy no placement names (fetched), which may
-                # have missed a takeover: it gets our copy and placement, as a fetch would, so its
-                # release takes the session over from this primary with this primary's writes.
+            if (
+                placed is not None
+                and placed.owner == self.local.id
+                and sender.id not in self._copies(placed)
+                and (body["owner"] != self.local.id or stamp_of(body["stamp"]) < placed.stamp)
+            ):
+                # A keep-alive from a member serving a copy no placement names (fetched) that
+                # missed a takeover (it names another owner, or an older placement): it gets our
+                # copy and placement, as a fetch would, so its release takes the session over from
+                # this primary with this primary's writes.
                 replies.extend(self._receive(sender, "want", {"ids": [session_id]}, now))
             return replies
         if kind == "delta":
@@ -216,6 +223,7 @@ class BackupManager(DeltaManager):
             else:
                 self._compact(current, now)
             return replies
+        self._took.clear()
         replies = super().receive(sender, kind, payload, now)
         if kind == "want" and replies:  # a fetch: the fetcher learns who held it, to tell them later
             for entry in replies[0].payload["sessions"]:
@@ -229,8 +237,10 @@ class BackupManager(DeltaManager):
                 self._missing.pop(session_id, None)
                 if self._owned(session_id):
                     # Another member's copy merged into ours (per-key stamps): a displaced owner
-                    # after a partition. The backups need what it brought.
-                    forwards.extend(self._forward(session_id, now))
+                    # after a partition. The backups need what it brought, if it brought anything
+                    # (copies passed around a ring of members that each think they own it stop).
+                    if session_id in self._took:
+                        forwards.extend(self._forward(session_id, now, sender))
                 elif self._orphaned(session_id):
                     forwards.extend(self._place(session_id, now, None))  # promoted on the copy's arrival
                 else:
@@ -276,6 +286,15 @@ class BackupManager(DeltaManager):
             if holders:
                 edges = self._rotations.family(new_id, now)
                 self._relay.append(Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, holders))
+            winner = self._members.get(self._rotations.rotated_by(new_id) or "")
+            if winner is not None and new_id not in self._placed:
+                # Our rotation lost to one whose delta we never got (we held no copy before it):
+                # the winner's primary, the member that made it, gets what we held, and our
+                # copy waits for its placement like any unplaced one.
+                entries = self._entries([new_id], now)
+                if entries:
+                    self._relay.append(self.sessions_message(entries, (winner,)))
+                self._unplaced.setdefault(new_id, now)
         elif self._relaying and new_id not in self._placed:
             self._unplaced.setdefault(new_id, now)
 
@@ -298,10 +317,13 @@ class BackupManager(DeltaManager):
         placed = self._placed.get(session_id)
         return placed is not None and placed.owner == self.local.id and session_id in self.store
 
-    def _forward(self, session_id: str, now: float) -> list[Outgoing]:
-        """The full copy of a session this member owns, for its live backups."""
+    def _forward(self, session_id: str, now: float, sender: MemberInfo | None = None) -> list[Outgoing]:
+        """The full copy of a session this member owns, for its live backups (not ``sender``,
+        whose copy it was)."""
         placed = self._placed.get(session_id)
-        holders = self._live(placed.holders) if placed is not None else ()
+        holders = (
+            self._live(h for h in placed.holders if sender is None or h != sender.id) if placed is not None else ()
+        )
         return [self.sessions_message(self._entries([session_id], now), holders)] if holders else []
 
     def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
@@ -509,6 +531,14 @@ class BackupManager(DeltaManager):
             # The new owner did not know the owner we followed: both sides of a healed
             # partition served it. Our copy may hold writes it never saw.
             out.extend(self._hand_over(session_id, old, placed, now))
+        elif old is not None and old.owner == me != placed.owner and not body["keep"]:
+            # Taken over from us by a member that fetched the session earlier (no stickiness):
+            # writes we made since its fetch are in our copy only (and our backups'), so the
+            # new owner gets it and merges it per key.
+            owner = self._members.get(placed.owner)
+            entries = self._entries([session_id], now) if owner is not None else []
+            if owner is not None and entries:
+                out.append(self.sessions_message(entries, (owner,)))
         if body["keep"] or me == placed.owner or me in placed.holders:
             self._placed[session_id] = placed
             meta = self._meta.get(session_id)

@@ -105,12 +105,13 @@ class CopyWriter:
         stamps: Mapping[str, list[Any]],
         *,
         created: bool,
-    ) -> None:
+    ) -> bool:
         """A whole copy's values and removals (``stamps``: of each key written or removed), key
         by key: the newer write or removal wins. A new (``created``) or partial copy also takes
         a value whose write it already knew of (same stamp) when it lacks it: it never had it,
-        or lost it with a copy that expired here."""
+        or lost it with a copy that expired here. True when it took any key."""
         fresh = created or meta.partial
+        took = False
         for key, value in values.items():
             raw = stamps.get(key)
             stamp = ZERO if raw is None else stamp_of(raw)
@@ -118,11 +119,14 @@ class CopyWriter:
             if stamp > known or (fresh and stamp == known and (created or key not in session)):
                 meta.stamps[key] = stamp
                 self.set(session, key, value, None)
+                took = True
         for key, raw in stamps.items():
             stamp = stamp_of(raw)
             if key not in values and stamp > meta.stamps.get(key, ZERO):
                 meta.stamps[key] = stamp
                 self.remove(session, key)
+                took = True
+        return took
 
     def merge(self, source: Session, source_meta: Meta, target: Session, meta: Meta) -> None:
         """Merge ``source`` (a copy going away) into ``target``: per key, the newer write or removal;

@@ -100,6 +100,7 @@ class DeltaManager(KeepAlive):
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
         self._horizon = Horizon(idle, self.access_throttle)
         self._shortest_own = math.inf  # the shortest idle timeout a session here was given
+        self._took: set[str] = set()  # sessions a transferred copy changed here (cleared by the caller)
         # Transfers asked for and not finished: member id -> (member, give up at).
         self._transfers: dict[str, tuple[MemberInfo, float]] = {}
         store.waker = self._wake
@@ -494,6 +495,7 @@ class DeltaManager(KeepAlive):
             self._wake(session_id, copy)
         else:
             self.store.hold(session_id, copy)
+            self._took.add(session_id)
 
     def _rotated(self, old_id: str, new_id: str) -> None:
         """A request here rotated ``old_id`` to ``new_id`` (the store's hook; under its lock). The
@@ -532,7 +534,8 @@ class DeltaManager(KeepAlive):
                 fire(self.store.listeners, "session_created", session)
         for raw in stamps.values():
             self._witness(stamp_of(raw))
-        self._writer.take(session, meta, values, stamps, created=created)
+        if self._writer.take(session, meta, values, stamps, created=created) or created:
+            self._took.add(session_id)
         mii = copy.data[0]
         if mii is not None and (mii_stamp > meta.mii_stamp or created):
             meta.mii_stamp, meta.idle = mii_stamp, self._own_timeout(mii)

@@ -70,6 +70,11 @@ class Rotations:
         self._keep(self.root(new), until)
         return True
 
+    def rotated_by(self, new: str) -> str | None:
+        """The id of the member whose rotation made ``new`` (its edge's stamp says); None: not one."""
+        edge = self._up.get(new)
+        return edge.stamp[1] if edge is not None else None
+
     def root(self, session_id: str) -> str:
         """The first id of ``session_id``'s family (itself if it was never a rotation's result)."""
         for _ in range(_DEPTH):
