@@ -198,3 +198,25 @@ def test_a_login_on_the_backup_during_a_takeover_by_a_member_holding_no_copy_sen
         except _Storm as storm:
             storms.append((order, storm.args[0]))
     assert not storms, storms
+
+
+def test_a_holder_that_lost_its_copy_asks_the_primary_when_another_member_s_keepalive_arrives() -> None:
+    # b's full copy was lost on its way (a failed send); c, holding no copy, serves a long request
+    # and its keep-alive reaches b. b asks the primary a for the copy, not c (which cannot answer,
+    # and whose silence would keep b from asking anyone for MISSING_RETRY).
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    cluster.lose = lambda sender, message, target: message.kind == "sessions" and sender is a
+    sid = cluster.request(a, None, put(n=0))
+    assert sid is not None
+    (backup_id,) = a.manager._placed[sid].holders
+    cluster.lose = None
+    b = cluster.members[backup_id]
+    c = next(r for r in cluster.members.values() if r not in (a, b))
+    assert sid not in b.store
+    _fetch(cluster, c, sid)
+    upload = c.begin(sid, NOW)
+    cluster.now = NOW + 60
+    cluster.deliver(c, c.sweep(cluster.now))
+    assert cluster.copies(sid).get(backup_id) == {"n": 0}
+    c.end(upload, cluster.now, sid)

@@ -179,7 +179,8 @@ class BackupManager(DeltaManager):
                 placed = self._placed.get(session_id)
                 if placed is None or self.local.id not in self._copies(placed):
                     return []  # a keep-alive sent to every member: this one holds no copy
-                return self._ask(sender, session_id, now)
+                # A holder that lost its copy: the primary has it (a keep-alive's sender may not).
+                return self._ask(self._members.get(placed.owner, sender), session_id, now)
             body = check(payload, ACCESS)
             replies = super().receive(sender, kind, payload, now)
             placed = self._placed.get(session_id)
