@@ -4,13 +4,17 @@ either answered at once (``answer``) or left for the test to end with :func:`out
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
+from replisession.cluster_config import ClusterConfig
 from replisession.core.channel import DeliveryStatus, SendOutcome
 from replisession.core.messages import MemberInfo, SendMode
+from replisession.core.store import SessionStore
 from replisession.node.metrics import Metrics
+from replisession.node.replicator import Replicator
 
 A = MemberInfo("a", "127.0.0.1", 4001, "a" * 32)
 B = MemberInfo("b", "127.0.0.1", 4002, "b" * 32)
@@ -56,3 +60,14 @@ class FakeMember:
         future: concurrent.futures.Future[SendOutcome] = concurrent.futures.Future()
         future.set_result(outcome(DeliveryStatus.OK))
         self.sent.append((kind, payload, SendMode.ASYNC, tuple(targets or self.live), future))
+
+
+def replicator_of(member: FakeMember, manager: str) -> tuple[Replicator, SessionStore]:
+    """A Replicator (sync mode, ``manager``) for ``member`` as member A, on a store of its own:
+    bound, and the store's changes sent as a node sends them."""
+    store = SessionStore(lock=threading.RLock())
+    config = ClusterConfig(manager=manager, send_mode="sync", members=(), route="a")
+    node = Replicator(store, member, config, clock=lambda: 100.0)  # type: ignore[arg-type]
+    member.on_bound(A)
+    store.change_sink = node.on_delta
+    return node, store

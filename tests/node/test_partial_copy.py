@@ -4,25 +4,19 @@ request for it fetches it first instead of serving part of the session."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import msgpack
 
-from replisession.cluster_config import ClusterConfig
 from replisession.core.store import SessionStore
 from replisession.node.replicator import Replicator
 
-from .fake_member import A, B, FakeMember
+from .fake_member import B, FakeMember, replicator_of
 
 
 def replicator() -> tuple[Replicator, FakeMember, SessionStore]:
-    store = SessionStore(lock=threading.RLock())
     member = FakeMember()
-    config = ClusterConfig(manager="delta", send_mode="sync", members=(), route="a")
-    node = Replicator(store, member, config, clock=lambda: 100.0)  # type: ignore[arg-type]
-    member.on_bound(A)
-    store.change_sink = node.on_delta
+    node, store = replicator_of(member, "delta")
     member.sent.clear()
     return node, member, store
 

@@ -5,15 +5,13 @@ still in the cluster, even if the session is never used again."""
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 
-from replisession.cluster_config import ClusterConfig
 from replisession.core.channel import DeliveryStatus, SendOutcome
 from replisession.core.messages import SendMode
 from replisession.core.store import SessionStore
 from replisession.node.replicator import Replicator
 
-from .fake_member import A, B, FakeMember, outcome
+from .fake_member import B, FakeMember, outcome, replicator_of
 
 
 class Recording(FakeMember):
@@ -27,13 +25,9 @@ class Recording(FakeMember):
 
 
 def replicator() -> tuple[Replicator, Recording, SessionStore]:
-    store = SessionStore(lock=threading.RLock())
     member = Recording()
-    config = ClusterConfig(manager="backup", send_mode="sync", members=(), route="a")
-    node = Replicator(store, member, config, clock=lambda: 100.0)  # type: ignore[arg-type]
-    member.on_bound(A)
+    node, store = replicator_of(member, "backup")
     node.member_joined(B)  # re-places nothing (no session yet), on a thread of its own
-    store.change_sink = node.on_delta
     member.sent.clear()
     return node, member, store
 

@@ -86,6 +86,7 @@ class BackupManager(DeltaManager):
         self._relaying = False  # applying the edges a losing id's owner relayed (see _fold)
         # Copies merged from a losing id's backup, waiting for the winner's placement: id -> since when.
         self._unplaced: dict[str, float] = {}
+        self._took: set[str] = set()  # sessions the message being received changed here
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -174,14 +175,14 @@ class BackupManager(DeltaManager):
         if kind == "missing":
             return self._resend(sender, check(payload, MISSING)["ids"], now)
         if kind == "access":
-            session_id = self._resolve(check(payload, ACCESS)["id"])  # checked again below: cheap
+            body = check(payload, ACCESS)
+            session_id = self._resolve(body["id"])
             if session_id not in self.store and session_id not in self._tombstones:
                 placed = self._placed.get(session_id)
                 if placed is None or self.local.id not in self._copies(placed):
                     return []  # a keep-alive sent to every member: this one holds no copy
                 # A holder that lost its copy: the primary has it (a keep-alive's sender may not).
                 return self._ask(self._members.get(placed.owner, sender), session_id, now)
-            body = check(payload, ACCESS)
             replies = super().receive(sender, kind, payload, now)
             placed = self._placed.get(session_id)
             if (
@@ -308,10 +309,13 @@ class BackupManager(DeltaManager):
             return False
         return not self._rotating(session_id)  # a rotation a request here is making: not a lost branch
 
-    def _take_entry(self, entry: list[Any], now: float) -> None:
+    def _take_entry(self, entry: list[Any], now: float) -> bool:
         if self._lost(entry[0]) and self._resolve(entry[0]) not in self.store:
-            return  # a copy for a backup the losing id's owner chose: no orphan copy of the winner
-        super()._take_entry(entry, now)
+            return False  # a copy for a backup the losing id's owner chose: no orphan copy of the winner
+        took = super()._take_entry(entry, now)
+        if took:
+            self._took.add(self._resolve(entry[0]))
+        return took
 
     def _owned(self, session_id: str) -> bool:
         """This member is the session's primary and holds it."""

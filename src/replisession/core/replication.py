@@ -63,7 +63,7 @@ from .payloads import ACCESS, MAX_IDS, SESSIONS, WANT, check, check_delta, check
 from .rotations import Rotations, Stamp
 from .session import Session
 from .store import Dormant, SessionStore
-from .transfer import TransferStream
+from .transfer import TransferRequests, TransferStream
 
 __all__ = ["DeltaManager", "Outgoing", "TransferStream", "check_want"]
 
@@ -90,7 +90,6 @@ class DeltaManager(KeepAlive):
         self._writer = CopyWriter(store, notify_listeners_on_replication)
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
-        self.transfer_patience = transfer_patience
         self._counter = 0
         self._meta: dict[str, Meta] = {}
         self._tombstones = Tombstones()
@@ -100,9 +99,7 @@ class DeltaManager(KeepAlive):
         self.access_throttle = min(access_throttle, idle / 4) if idle else access_throttle
         self._horizon = Horizon(idle, self.access_throttle)
         self._shortest_own = math.inf  # the shortest idle timeout a session here was given
-        self._took: set[str] = set()  # sessions a transferred copy changed here (cleared by the caller)
-        # Transfers asked for and not finished: member id -> (member, give up at).
-        self._transfers: dict[str, tuple[MemberInfo, float]] = {}
+        self._asked = TransferRequests(transfer_patience)  # transfers asked for and not finished
         store.waker = self._wake
         store.rotated = self._rotated
 
@@ -226,7 +223,7 @@ class DeltaManager(KeepAlive):
             for old, new, raw, left in body["aliases"]:
                 self._witness(stamp_of(raw))
                 self._apply_alias(old, new, stamp_of(raw), now, left=left)
-            if body["last"] and self._transfers.pop(sender.id, None) is not None:
+            if body["last"] and self._asked.finished(sender):
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
         elif kind == "want":
             ids = check(payload, WANT)["ids"]
@@ -248,7 +245,7 @@ class DeltaManager(KeepAlive):
     @property
     def transfer_done(self) -> bool:
         """No state transfer is under way (every one asked for has finished)."""
-        return not self._transfers
+        return self._asked.done
 
     def request_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
         """Ask each of ``members`` for every session it holds.
@@ -258,31 +255,15 @@ class DeltaManager(KeepAlive):
         lacks, and stamps and tombstones make a repeat harmless. Tomcat asks one
         member, once, at start-up.
         """
-        asked = []
-        for member in members:
-            if member.id not in self._transfers:
-                self._transfers[member.id] = (member, now + self.transfer_patience)
-                asked.append(Outgoing("want", {"ids": None}, (member,)))
-        return asked
+        return [Outgoing("want", {"ids": None}, (member,)) for member in self._asked.ask(members, now)]
 
     def retry_transfer(self, members: Iterable[MemberInfo], now: float) -> list[Outgoing]:
-        """A transfer not finished in ``transfer_patience`` is asked for again (the
-        stream may have failed: a slow joiner, a lost connection); one from a member
-        that is gone is forgotten."""
-        present = {member.id for member in members}
-        again = []
-        for member_id, (member, deadline) in list(self._transfers.items()):
-            if member_id not in present:
-                del self._transfers[member_id]
-            elif now >= deadline:
-                log.warning("state transfer from %s did not complete; asking again", member)
-                del self._transfers[member_id]
-                again.append(member)
-        return self.request_transfer(again, now)
+        """A transfer not finished in time is asked for again (see :class:`.TransferRequests`)."""
+        return self.request_transfer(self._asked.overdue(members, now), now)
 
     def member_left(self, member: MemberInfo, others: Iterable[MemberInfo], now: float) -> list[Outgoing]:
         """A member that leaves mid-transfer: the others were asked too, when they joined."""
-        self._transfers.pop(member.id, None)
+        self._asked.finished(member)
         return []
 
     def fetch(self, session_ids: Iterable[str], targets: Iterable[MemberInfo]) -> Outgoing:
@@ -483,19 +464,19 @@ class DeltaManager(KeepAlive):
             session._grace = 2 * self.access_throttle
         return None
 
-    def _take_entry(self, entry: list[Any], now: float) -> None:
-        """A transferred session: kept packed if new here, merged at once if a copy is held."""
+    def _take_entry(self, entry: list[Any], now: float) -> bool:
+        """A transferred session: kept packed if new here, merged at once if a copy is held.
+        True when it changed what this member holds."""
         session_id, idle, age, mii, packed = entry
         session_id = self._resolve(session_id)
         if session_id in self._tombstones:
-            return
+            return False
         interval = None if mii is None or mii == math.inf else float(mii)
         copy = Dormant(now - idle, now - age, interval, self.access_throttle, (mii, packed))
         if session_id in self.store:
-            self._wake(session_id, copy)
-        else:
-            self.store.hold(session_id, copy)
-            self._took.add(session_id)
+            return self._merge(session_id, copy)
+        self.store.hold(session_id, copy)
+        return True
 
     def _rotated(self, old_id: str, new_id: str) -> None:
         """A request here rotated ``old_id`` to ``new_id`` (the store's hook; under its lock). The
@@ -507,14 +488,18 @@ class DeltaManager(KeepAlive):
 
     def _wake(self, session_id: str, copy: Dormant) -> None:
         """Unpack a transferred copy into the store (the store's waker; under its lock)."""
+        self._merge(session_id, copy)
+
+    def _merge(self, session_id: str, copy: Dormant) -> bool:
+        """Unpack a transferred copy into the store; True when it changed anything."""
         try:
             entry = unpack_entry(copy.data[1], self._loads)
         except (RemoteProtocolError, ValueError, TypeError, msgpack.UnpackException) as exc:
             # From an authenticated member, so a bug or a version mismatch: say so, and
             # serve as if the copy never came (a request gets a fresh session).
             log.error("a transferred copy of session %s cannot be read: %s", session_id, exc)
-            return
-        self._apply_entry(session_id, copy, entry)
+            return False
+        return self._apply_entry(session_id, copy, entry)
 
     def _loads(self, encoded: bytes) -> Any:
         try:
@@ -522,7 +507,7 @@ class DeltaManager(KeepAlive):
         except Exception as exc:  # msgpack raises several types for bytes it cannot read
             raise RemoteProtocolError(f"a replicated value cannot be decoded: {exc}") from exc
 
-    def _apply_entry(self, session_id: str, copy: Dormant, entry: Unpacked) -> None:
+    def _apply_entry(self, session_id: str, copy: Dormant, entry: Unpacked) -> bool:
         owner, owner_stamp, mii_stamp, values, stamps, partial = entry
         self._witness(owner_stamp)
         self._witness(mii_stamp)
@@ -534,8 +519,7 @@ class DeltaManager(KeepAlive):
                 fire(self.store.listeners, "session_created", session)
         for raw in stamps.values():
             self._witness(stamp_of(raw))
-        if self._writer.take(session, meta, values, stamps, created=created) or created:
-            self._took.add(session_id)
+        took = self._writer.take(session, meta, values, stamps, created=created) or created
         mii = copy.data[0]
         if mii is not None and (mii_stamp > meta.mii_stamp or created):
             meta.mii_stamp, meta.idle = mii_stamp, self._own_timeout(mii)
@@ -548,6 +532,7 @@ class DeltaManager(KeepAlive):
         if created or copy.last_accessed > (session.last_accessed or copy.last_accessed):
             session.last_accessed = copy.last_accessed
         session._grace = self.access_throttle if meta.owner != self.local.id else 0.0
+        return took
 
     def _touch(self, session: Session, meta: Meta, owner: str, stamp: Stamp, now: float) -> None:
         session.last_accessed = now

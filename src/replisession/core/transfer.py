@@ -6,7 +6,8 @@ applied; this module only walks the store in chunks and cuts batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .messages import MemberInfo
@@ -15,9 +16,54 @@ if TYPE_CHECKING:
     from .outgoing import Outgoing
     from .replication import DeltaManager
 
-__all__ = ["CHUNK", "TransferStream", "ended_batches"]
+__all__ = ["CHUNK", "TransferRequests", "TransferStream", "ended_batches"]
 
 CHUNK = 64  # sessions encoded per hold of the store's lock during a transfer
+
+log = logging.getLogger("replisession.replication")
+
+
+class TransferRequests:
+    """The state transfers a member asked for and has not received whole: the joiner's side.
+
+    One not finished within ``patience`` seconds is asked for again (the stream may have
+    failed: a slow joiner, a lost connection); one from a member that is gone is forgotten.
+    """
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self._asked: dict[str, tuple[MemberInfo, float]] = {}  # member id -> (member, give up at)
+
+    @property
+    def done(self) -> bool:
+        return not self._asked
+
+    def ask(self, members: Iterable[MemberInfo], now: float) -> list[MemberInfo]:
+        """Those of ``members`` not asked yet, now asked."""
+        asked = []
+        for member in members:
+            if member.id not in self._asked:
+                self._asked[member.id] = (member, now + self.patience)
+                asked.append(member)
+        return asked
+
+    def finished(self, member: MemberInfo) -> bool:
+        """``member``'s transfer ended (its last batch came, or it left); False if none was under way."""
+        return self._asked.pop(member.id, None) is not None
+
+    def overdue(self, present: Iterable[MemberInfo], now: float) -> list[MemberInfo]:
+        """The members whose transfer ran out of patience (forgotten here, to be asked again);
+        transfers from members no longer ``present`` are forgotten."""
+        ids = {member.id for member in present}
+        again = []
+        for member_id, (member, deadline) in list(self._asked.items()):
+            if member_id not in ids:
+                del self._asked[member_id]
+            elif now >= deadline:
+                log.warning("state transfer from %s did not complete; asking again", member)
+                del self._asked[member_id]
+                again.append(member)
+        return again
 
 
 class TransferStream:
