@@ -527,6 +527,7 @@ def profile(args: argparse.Namespace) -> None:
                 session = a.new_session()
                 session.update({"user": f"user-{i}", "cart": [1, 2, 3], "n": i, "theme": "dark", "seen": 1.5 + i})
                 a.release(session)
+            count = len(a.store)
             donor_profile = cProfile.Profile(time.thread_time)
             _in_loop(a.member, donor_profile.enable)
             joiner = _node("c", free_port(), seed, args.mode)
@@ -535,13 +536,19 @@ def profile(args: argparse.Namespace) -> None:
             joiner.start()
             _in_loop(joiner.member, joiner_profile.enable)
             try:
-                wait_until(lambda: joiner.replicator.manager.transfer_done, 300, "transfer", interval=0.005)
+                # Done only once it holds every session: before it meets A the joiner has no
+                # transfer to wait for, so transfer_done alone can read True at once.
+                wait_until(
+                    lambda: joiner.replicator.manager.transfer_done and len(joiner.store) >= count,
+                    300,
+                    "transfer",
+                    interval=0.005,
+                )
                 took = time.perf_counter() - started
                 _in_loop(joiner.member, joiner_profile.disable)
                 _in_loop(a.member, donor_profile.disable)
             finally:
                 joiner.stop()
-            count = len(a.store)
             print(f"\nstate transfer of {count:,} sessions in this process: {took:.2f} s with cProfile on")
     finally:
         b.stop()
