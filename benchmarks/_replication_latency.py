@@ -17,15 +17,46 @@ import contextlib
 import http.client
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from _harness import HOST, fmt_ms, http_request, median, percentile, print_table, settings
 from _replication_http import NOISE, OVERHEAD_LABELS, serve_variant
 
-__all__ = ["LATENCY_VARIANTS", "latency"]
+__all__ = ["LATENCY_VARIANTS", "latency", "tuned"]
 
 LATENCY_VARIANTS = ("single", "3x-async", "3x-ack", "3x-sync")
+# The guest's cpuidle driver on a KVM VM: how long an idle vCPU polls before it halts.
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def tuned(settings: dict[str, Any]) -> str | None:
+    """How a run's machine differed from its defaults (pinned cores, halt polling), or None."""
+    changes = []
+    if settings.get("pin"):
+        changes.append(f"--pin {settings['pin']}")
+    if settings.get("halt_poll_ns") is not None:
+        changes.append(f"--halt-poll-ns {settings['halt_poll_ns']}")
+    return ", ".join(changes) or None
+
+
+@contextlib.contextmanager
+def halt_polling(ns: int | None) -> Iterator[None]:
+    """Idle vCPUs poll ``ns`` nanoseconds before halting, for the duration; then as before.
+    A halted vCPU is woken through the host (an IPI and a VM entry); a polling one is not."""
+    if ns is None:
+        yield
+        return
+    try:
+        before = HALT_POLL.read_text().strip()
+        HALT_POLL.write_text(str(ns))
+    except OSError as exc:
+        raise SystemExit(f"--halt-poll-ns needs root and the haltpoll cpuidle driver (a KVM guest): {exc}") from exc
+    try:
+        yield
+    finally:
+        HALT_POLL.write_text(before)
 
 
 def interleaved(ports: dict[str, tuple[int, str | None]], requests: int, skip: int) -> dict[str, list[float]]:
@@ -78,12 +109,14 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"\n== latency: {', '.join(names)} up together; {args.requests} sequential GET /hit each, "
         f"sent to the variants in turn (after {args.skip} not counted); {args.rounds} rounds, fresh processes each"
-        + (f"; cluster members pinned to cores {args.pin} (A,B,C; - not pinned)" if args.pin else ""),
+        + (f"; cluster members pinned to cores {args.pin} (A,B,C; - not pinned)" if args.pin else "")
+        + (f"; idle vCPUs poll {args.halt_poll_ns} ns before halting" if args.halt_poll_ns is not None else ""),
         flush=True,
     )
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for round_index in range(args.rounds):
-        measured = measure_round(names, args.requests, args.skip, args.pin.split(",") if args.pin else None)
+        with halt_polling(args.halt_poll_ns):
+            measured = measure_round(names, args.requests, args.skip, args.pin.split(",") if args.pin else None)
         for name in names:
             sample = measured[name]
             sample["added_p50_s"] = sample["p50_s"] - measured["single"]["p50_s"]

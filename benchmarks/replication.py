@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 from _cluster import worker_main
 from _harness import BENCH_DIR, build, environment, exit_on_sigterm, fmt_ms, fmt_us, print_table, run_script
 from _replication_http import MODES, NOISE, OVERHEAD_VARIANTS, TOMCAT_ASYNC_LOST, failover, lossless, overhead
-from _replication_latency import LATENCY_VARIANTS, latency
+from _replication_latency import LATENCY_VARIANTS, latency, tuned
 from _replication_nodes import lag, memory, profile, transfer
 
 RESULTS_FILE = BENCH_DIR / "results" / "replication.json"
@@ -77,14 +77,15 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
             )
     # The interleaved measure when there is one: the single member and the cluster then share the noise.
     paired = sections.get("latency", {}).get("summary", {}).get("3x-sync")
+    machine = tuned(sections.get("latency", {}).get("settings", {}))
     s = over.get("3x-sync")
     if paired:
         value = paired["added_p50_s"] * 1e3
-        check(
-            "sync adds to a request at p50 (interleaved)",
+        check(  # a run on a tuned machine is shown, never judged: the target's machine was not tuned
+            "sync adds to a request at p50 (interleaved)" + (f", machine tuned: {machine}" if machine else ""),
             f"{value:.2f} ms",
             f"< {SYNC_ADDED_P50_MS} ms",
-            value < SYNC_ADDED_P50_MS,
+            None if machine else value < SYNC_ADDED_P50_MS,
         )
     elif s and s.get("added_latency_p50_s") is not None:
         value = s["added_latency_p50_s"] * 1e3
@@ -226,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", type=int, default=200, help="first requests per variant not counted (warm-up)")
     p.add_argument("--variants", nargs="+", choices=LATENCY_VARIANTS, help="the single member is always included")
     p.add_argument("--pin", help="cores for each cluster's members A,B,C, e.g. -,0,1 (- leaves one free)")
+    p.add_argument(
+        "--halt-poll-ns",
+        type=int,
+        help="idle vCPUs poll this long before halting, during each round (root, KVM guest); restored after",
+    )
 
     p = sub.add_parser("lag", help="write on A until visible on B, per send mode")
     p.add_argument("--rounds", type=int, default=2)
