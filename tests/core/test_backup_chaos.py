@@ -28,8 +28,8 @@ SEEDS = int(os.environ.get("BACKUP_CHAOS_SEEDS", "40"))
 # -- the bugs, each with its minimal schedule --------------------------------------------------------
 
 PLACEMENTS_BATCH = (
-    "backup.py BackupManager._receive('placements'): _apply_placement returns a 'want' (the fetch of a "
-    "session a request here is using) and _batched() raises ValueError on it: the batch's replies are lost"
+    "fixed: backup.py BackupManager._receive('placements'): _apply_placement returns a 'want' (the fetch of a "
+    "session a request here is using) and _batched() raised ValueError on it: the batch's replies were lost"
 )
 CLAIMANT_DELTA = (
     "backup.py BackupManager._receive('delta'): the primary merges the delta of a member that took the "
@@ -141,11 +141,22 @@ BUGS: dict[str, tuple[str, Schedule]] = {
 }
 
 
+#: The bugs not fixed yet: their schedules xfail (strict). A fixed one's schedule stays as its test.
+OPEN = {
+    "claimant_delta_not_forwarded",
+    "orphan_after_an_unacknowledged_end",
+    "backup_missing_after_rotations_and_a_crash",
+}
+
+
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason)) for name, (reason, _) in BUGS.items()],
+    [
+        pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if name in OPEN else [])
+        for name, (reason, _) in BUGS.items()
+    ],
 )
-def test_known_bug_minimal_schedule(name: str) -> None:
+def test_the_minimal_schedule_of_a_bug_converges(name: str) -> None:
     _, schedule = BUGS[name]
     assert run(schedule).problems() == []
 
@@ -167,7 +178,6 @@ FAILING: dict[tuple[str, int], str] = {
     ("join", 14): CLAIMANT_DELTA,
     ("join", 16): CLAIMANT_DELTA,
     ("join", 21): CLAIMANT_DELTA,
-    ("join", 26): PLACEMENTS_BATCH,
 }
 
 #: Profiles run by default; "reorder" (links that reorder, which TCP never does) on request:

@@ -363,8 +363,17 @@ class BackupManager(DeltaManager):
         return self._batched(out)
 
     def _batched(self, messages: list[Outgoing]) -> list[Outgoing]:
+        """Full copies and placements as a few messages per member; anything else (a fetch, a
+        rotation's edges alone) goes as it is, after them."""
         if len(messages) < 2:
             return messages  # one message stays as it is
+        batchable: list[Outgoing] = []
+        rest: list[Outgoing] = []
+        for message in messages:
+            copies = message.kind == "sessions" and message.payload["sessions"]
+            (batchable if copies or message.kind == "placement" else rest).append(message)
+        if rest:
+            return [*self._batched(batchable), *rest]
         return batched(messages, self.sessions_message, self.batch_size, self.batch_bytes)
 
     # -- membership ------------------------------------------------------------------------
