@@ -32,9 +32,9 @@ PLACEMENTS_BATCH = (
     "session a request here is using) and _batched() raised ValueError on it: the batch's replies were lost"
 )
 CLAIMANT_DELTA = (
-    "backup.py BackupManager._receive('delta'): the primary merges the delta of a member that took the "
-    "session over concurrently (older placement) but never forwards it to its backups (_compact only); the "
-    "claimant's hand-over copy then brings nothing new (_took empty), so the backups never get the write"
+    "fixed: backup.py BackupManager._receive('delta'): the primary merged the delta of a member that took the "
+    "session over concurrently (older placement) but never forwarded it to its backups (_compact only); the "
+    "claimant's hand-over copy then brought nothing new (_took empty), so the backups never got the write"
 )
 ORPHAN_AFTER_END = (
     "backup.py _should_own/_orphaned: the primary ends a session and crashes before the end reaches one "
@@ -143,7 +143,6 @@ BUGS: dict[str, tuple[str, Schedule]] = {
 
 #: The bugs not fixed yet: their schedules xfail (strict). A fixed one's schedule stays as its test.
 OPEN = {
-    "claimant_delta_not_forwarded",
     "orphan_after_an_unacknowledged_end",
     "backup_missing_after_rotations_and_a_crash",
 }
@@ -164,20 +163,8 @@ def test_the_minimal_schedule_of_a_bug_converges(name: str) -> None:
 # -- random schedules ------------------------------------------------------------------------------------
 
 #: Seeds of the default parametrization that fail (FIFO profiles), with the bug when diagnosed.
-#: "copies differ" failures are labelled CLAIMANT_DELTA by their symptom; only the minimal one
-#: above was traced message by message.
 FAILING: dict[tuple[str, int], str] = {
     ("crash", 4): UNDIAGNOSED,
-    ("crash", 11): CLAIMANT_DELTA,
-    ("crash", 27): CLAIMANT_DELTA,
-    ("delays", 34): CLAIMANT_DELTA,
-    ("duplicates", 15): CLAIMANT_DELTA,
-    ("duplicates", 38): CLAIMANT_DELTA,
-    ("join", 6): CLAIMANT_DELTA,
-    ("join", 7): CLAIMANT_DELTA,
-    ("join", 14): CLAIMANT_DELTA,
-    ("join", 16): CLAIMANT_DELTA,
-    ("join", 21): CLAIMANT_DELTA,
 }
 
 #: Profiles run by default; "reorder" (links that reorder, which TCP never does) on request:

@@ -87,6 +87,8 @@ class BackupManager(DeltaManager):
         # Copies merged from a losing id's backup, waiting for the winner's placement: id -> since when.
         self._unplaced: dict[str, float] = {}
         self._took: set[str] = set()  # sessions the message being received changed here
+        # Sessions this member owns that another member's delta changed: forwarded with its copy.
+        self._foreign: set[str] = set()
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class BackupManager(DeltaManager):
         super().tick(now)
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
+        self._foreign = {i for i in self._foreign if self._owned(i)}
         for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
             del self._unplaced[session_id]
             session = self.store.live(session_id)
@@ -223,6 +226,12 @@ class BackupManager(DeltaManager):
                 # (its sender placed it elsewhere), and our backups need it.
                 replies.extend(self._batched(self._forward(current, now)))
             else:
+                if self._owned(current):
+                    # The write of a member that took the session over at the same time as this
+                    # one. Our backups need it once that member hands its copy over (its placement
+                    # lost to ours), though that copy then brings nothing new; if its placement
+                    # wins instead, we hand ours over (see :meth:`_apply_placement`).
+                    self._foreign.add(current)
                 self._compact(current, now)
             return replies
         self._took.clear()
@@ -241,8 +250,9 @@ class BackupManager(DeltaManager):
                     # Another member's copy merged into ours (per-key stamps): a displaced owner
                     # after a partition. The backups need what it brought, if it brought anything
                     # (copies passed around a ring of members that each think they own it stop).
-                    if session_id in self._took:
-                        forwards.extend(self._forward(session_id, now, sender))
+                    if session_id in self._took or session_id in self._foreign:
+                        self._foreign.discard(session_id)
+                        forwards.extend(self._forward(session_id, now))
                 elif self._orphaned(session_id):
                     forwards.extend(self._place(session_id, now, None))  # promoted on the copy's arrival
                 else:
@@ -322,13 +332,12 @@ class BackupManager(DeltaManager):
         placed = self._placed.get(session_id)
         return placed is not None and placed.owner == self.local.id and session_id in self.store
 
-    def _forward(self, session_id: str, now: float, sender: MemberInfo | None = None) -> list[Outgoing]:
-        """The full copy of a session this member owns, for its live backups (not ``sender``,
-        whose copy it was)."""
+    def _forward(self, session_id: str, now: float) -> list[Outgoing]:
+        """The full copy of a session this member owns, for its live backups: the member whose
+        copy it merged too, if it is one of them (it may have dropped its copy since it sent it,
+        on a placement that did not name it, and hold only ours from before the merge)."""
         placed = self._placed.get(session_id)
-        holders = (
-            self._live(h for h in placed.holders if sender is None or h != sender.id) if placed is not None else ()
-        )
+        holders = self._live(placed.holders) if placed is not None else ()
         return [self.sessions_message(self._entries([session_id], now), holders)] if holders else []
 
     def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
@@ -545,10 +554,11 @@ class BackupManager(DeltaManager):
             # The new owner did not know the owner we followed: both sides of a healed
             # partition served it. Our copy may hold writes it never saw.
             out.extend(self._hand_over(session_id, old, placed, now))
-        elif old is not None and old.owner == me != placed.owner and not body["keep"]:
+        elif old is not None and old.owner == me != placed.owner:
             # Taken over from us by a member that fetched the session earlier (no stickiness):
             # writes we made since its fetch are in our copy only (and our backups'), so the
-            # new owner gets it and merges it per key.
+            # new owner gets it and merges it per key. Also when the placement only answers a
+            # fetch or a keep-alive of ours (``keep``): we took the session over meanwhile.
             owner = self._members.get(placed.owner)
             entries = self._entries([session_id], now) if owner is not None else []
             if owner is not None and entries:
