@@ -37,9 +37,9 @@ CLAIMANT_DELTA = (
     "claimant's hand-over copy then brought nothing new (_took empty), so the backups never got the write"
 )
 ORPHAN_AFTER_END = (
-    "backup.py _should_own/_orphaned: the primary ends a session and crashes before the end reaches one "
-    "backup; the first live holder applied the end (tombstone, no placement) and the other defers to it "
-    "forever: a copy nobody owns, never ended, never re-placed"
+    "fixed: backup.py _should_own/_orphaned: the primary ends a session and crashes before the end reaches one "
+    "backup; the first live holder applied the end (tombstone, no placement) and the other deferred to it "
+    "forever: a copy nobody owned, never ended, never re-placed (a holder now passes the end on)"
 )
 UNDIAGNOSED = "copies or placement differ after concurrent takeovers/rotations: not diagnosed (see report)"
 
@@ -142,10 +142,7 @@ BUGS: dict[str, tuple[str, Schedule]] = {
 
 
 #: The bugs not fixed yet: their schedules xfail (strict). A fixed one's schedule stays as its test.
-OPEN = {
-    "orphan_after_an_unacknowledged_end",
-    "backup_missing_after_rotations_and_a_crash",
-}
+OPEN = {"backup_missing_after_rotations_and_a_crash"}
 
 
 @pytest.mark.parametrize(

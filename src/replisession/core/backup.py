@@ -89,6 +89,9 @@ class BackupManager(DeltaManager):
         self._took: set[str] = set()  # sessions the message being received changed here
         # Sessions this member owns that another member's delta changed: forwarded with its copy.
         self._foreign: set[str] = set()
+        # Sessions whose copy here took the delta of a member taking them over, before its
+        # placement: id -> that member's id.
+        self._claimed: dict[str, str] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -142,6 +145,7 @@ class BackupManager(DeltaManager):
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
         self._foreign = {i for i in self._foreign if self._owned(i)}
+        self._claimed = {i: m for i, m in self._claimed.items() if i in self._placed and m in self._members}
         for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
             del self._unplaced[session_id]
             session = self.store.live(session_id)
@@ -217,15 +221,29 @@ class BackupManager(DeltaManager):
                 return self._ask(sender, self._resolve(session_id), now)
             if prev is not None and prev in self._placed:
                 self._placed[session_id] = self._placed.pop(prev)
+            ended_before = session_id in self._tombstones
             replies = super().receive(sender, kind, payload, now)
             current = self._resolve(body["id"])
             if body["destroyed"]:
-                self._placed.pop(session_id, None)
+                placed = self._placed.pop(session_id, None)
+                if not ended_before and placed is not None and self.local.id in self._copies(placed):
+                    # A holder passes the end on to the other holders: if its sender died while
+                    # sending it, a holder it missed would otherwise defer to this one (the first
+                    # live holder) for a promotion that never comes, keeping a copy nobody owns.
+                    others = self._live(h for h in self._copies(placed) if h not in (sender.id, self.local.id))
+                    if others:
+                        replies.append(Outgoing("delta", payload, others))
             elif prev is not None and current != body["id"] and self._owned(current):
                 # A concurrent rotation that lost to ours: what it brought was merged into our copy
                 # (its sender placed it elsewhere), and our backups need it.
                 replies.extend(self._batched(self._forward(current, now)))
             else:
+                placed = self._placed.get(current)
+                if placed is not None and sender.id != placed.owner != self.local.id:
+                    # A write of a member taking the session over from the owner we follow: its
+                    # placement follows on the same connection, unless it dies first (see
+                    # :meth:`member_left`).
+                    self._claimed[current] = sender.id
                 if self._owned(current):
                     # The write of a member that took the session over at the same time as this
                     # one. Our backups need it once that member hands its copy over (its placement
@@ -414,15 +432,32 @@ class BackupManager(DeltaManager):
         the others for it: the copy's arrival promotes this member (see :meth:`receive`).
         Without it, the next holder defers to this one and nobody would restore redundancy."""
         self._members.pop(member.id, None)
+        out = self._claim_died(member, now)
         lacking = [
             session_id
             for session_id, placed in self._placed.items()
             if placed.owner == member.id and session_id not in self.store and self._should_own(session_id)
         ]
         if not lacking or not self._members:
-            return []
+            return out
         everyone = tuple(self._members.values())
-        return [self.fetch(lacking[start : start + MAX_IDS], everyone) for start in range(0, len(lacking), MAX_IDS)]
+        return out + [
+            self.fetch(lacking[start : start + MAX_IDS], everyone) for start in range(0, len(lacking), MAX_IDS)
+        ]
+
+    def _claim_died(self, member: MemberInfo, now: float) -> list[Outgoing]:
+        """``member`` died after its write of a session it was taking over reached this copy,
+        and before its placement did: the owner we follow gets our copy (it may lack the write),
+        and passes it to its backups."""
+        out = []
+        for session_id in [i for i, claimant in self._claimed.items() if claimant == member.id]:
+            del self._claimed[session_id]
+            placed = self._placed.get(session_id)
+            owner = self._members.get(placed.owner) if placed is not None else None
+            entries = self._entries([session_id], now) if owner is not None else []
+            if owner is not None and entries:
+                out.append(self.sessions_message(entries, (owner,)))
+        return out
 
     def rebalance(self, session_ids: Iterable[str], now: float) -> list[Outgoing]:
         """After a join or a death, for some of the stored sessions (the node goes through
@@ -478,6 +513,10 @@ class BackupManager(DeltaManager):
         had = {member.id for member in self._live(self._copies(old))} - {m.id for m in also_tell}
         wanted = place(session_id, self.local, self._members.values(), self.backups)
         out: list[Outgoing] = []
+        # Our copy took another member's write (a claimant's delta) that its holders may lack:
+        # every holder gets the full copy.
+        foreign = session_id in self._foreign
+        self._foreign.discard(session_id)
         keep = tuple(self._members[m] for m in wanted if m in had)
         if delta is not None and delta.payload["prev"] is not None:
             # A rotation: every holder follows it, then drops it if not wanted. Every other member
@@ -490,7 +529,7 @@ class BackupManager(DeltaManager):
                 out.append(Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, others))
         if delta is not None and keep:
             out.append(Outgoing("delta", delta.payload, keep))
-        fresh = tuple(self._members[m] for m in wanted if m not in had)
+        fresh = tuple(self._members[m] for m in wanted if m not in had or foreign)
         if fresh:
             entries = self._entries([session_id], now)
             if entries:
@@ -540,6 +579,7 @@ class BackupManager(DeltaManager):
         if session_id in self._tombstones or self._lost(body["id"]):
             return out  # ended; or placed under an id that lost a concurrent rotation (the winner places it)
         self._unplaced.pop(session_id, None)  # the winner's placement: it decides from here
+        self._claimed.pop(session_id, None)
         old = self._placed.get(session_id)
         if old is not None and stamp <= old.stamp:
             claimant = self._members.get(body["owner"])
@@ -550,6 +590,8 @@ class BackupManager(DeltaManager):
             return out  # an older placement, reordered
         placed = Placement(body["owner"], stamp, tuple(body["holders"]))
         me = self.local.id
+        if placed.owner != me:
+            self._foreign.discard(session_id)  # no longer ours to pass on (our copy goes to the owner)
         if old is not None and old.owner != placed.owner != me and body["replaces"] != old.owner and not body["keep"]:
             # The new owner did not know the owner we followed: both sides of a healed
             # partition served it. Our copy may hold writes it never saw.
