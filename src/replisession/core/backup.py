@@ -150,8 +150,7 @@ class BackupManager(DeltaManager):
             del self._unplaced[session_id]
             session = self.store.live(session_id)
             if session_id not in self._placed and (session is None or not session._holders):
-                self._meta.pop(session_id, None)
-                self.store.drop(session_id)  # not an end: the winner's holders keep the session
+                self._discard(session_id)  # not an end: the winner's holders keep the session
 
     def owner_of(self, session_id: str) -> str | None:
         placed = self._placed.get(session_id)
@@ -167,18 +166,32 @@ class BackupManager(DeltaManager):
             self._relaying = False
         return [*replies, *self._relayed()] if self._relay else replies
 
+    def _rotated_since(self, sender: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """The rotation edges of sessions ``sender`` named by an id rotated since (its owner died
+        before the rotation's delta reached it, and promoted it under the old id): it re-keys its
+        copy and placement, so both members hold the session under one id."""
+        rotated = {
+            resolved
+            for session_id in session_ids
+            if (resolved := self._resolve(session_id)) != session_id and self._rotations.descends(resolved, session_id)
+        }
+        edges = [edge for session_id in sorted(rotated) for edge in self._rotations.family(session_id, now)]
+        return [Outgoing("sessions", {**_NO_SESSIONS, "aliases": edges}, (sender,))] if edges else []
+
     def _relayed(self) -> list[Outgoing]:
         relay, self._relay = self._relay, []
         return relay
 
     def _receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         if kind == "placement":
-            return self._apply_placement(check(payload, PLACEMENT), now)
+            body = check(payload, PLACEMENT)
+            return [*self._apply_placement(body, now), *self._rotated_since(sender, [body["id"]], now)]
         if kind == "placements":
             out = []
-            for body in check_placements(payload):  # all valid, or none applied
+            bodies = check_placements(payload)  # all valid, or none applied
+            for body in bodies:
                 out.extend(self._apply_placement(body, now))
-            return self._batched(out)
+            return [*self._batched(out), *self._rotated_since(sender, [body["id"] for body in bodies], now)]
         if kind == "missing":
             return self._resend(sender, check(payload, MISSING)["ids"], now)
         if kind == "access":
@@ -254,6 +267,8 @@ class BackupManager(DeltaManager):
             return replies
         self._took.clear()
         replies = super().receive(sender, kind, payload, now)
+        if kind == "sessions":
+            replies.extend(self._rotated_since(sender, [entry[0] for entry in payload["sessions"]], now))
         if kind == "want" and replies:  # a fetch: the fetcher learns who held it, to tell them later
             for entry in replies[0].payload["sessions"]:
                 placed = self._placed.get(entry[0])
@@ -295,8 +310,7 @@ class BackupManager(DeltaManager):
         if rotated and placed is not None and not holder and not in_use:
             # A copy fetched for a request (no placement names this member): the old id
             # opens nothing now, and a request with the new one fetches the new copy.
-            self._meta.pop(previous, None)
-            self.store.drop(previous)
+            self._discard(previous)
             return
         if in_use and (not rotated or not holder):
             # A request here is using it: re-keyed below, so its writes reach the new id; its
@@ -622,9 +636,16 @@ class BackupManager(DeltaManager):
                 out.append(self.fetch([body["id"]], (owner,)))  # the id it knows (a rotation here is unreleased)
             return out
         self._placed.pop(session_id, None)
-        self._meta.pop(session_id, None)
-        self.store.drop(session_id)  # no longer a holder: not an end, so no tombstone
+        self._discard(session_id)  # no longer a holder: not an end, so no tombstone
         return out
+
+    def _discard(self, session_id: str) -> None:
+        """Drop a copy this member no longer holds (not an end): the copy first, then its stamps.
+        Dropping a packed copy unpacks it when there are listeners, which records its stamps
+        again; stamps left without a copy would make an older copy that arrives later look
+        newer than it is, and it would be merged without the writes they stand for."""
+        self.store.drop(session_id)
+        self._meta.pop(session_id, None)
 
     def _compact(self, session_id: str, now: float) -> None:
         """Pack a backup's copy again (a delta or a transfer unpacked it)."""
