@@ -11,8 +11,9 @@ cluster settles (``BackupHistory.problems``): one primary per session, placed on
 min(1 + k, members) members whose copies are equal and name it, no acknowledged write
 that nothing concurrent superseded lost, no acknowledged end undone.
 
-Schedules that fail because of a product bug are xfail (strict); each bug also has a
-minimal schedule below. To hunt for more: ``BACKUP_CHAOS_SEEDS=1000 pytest -k chaos``.
+A fixed bug keeps its minimal (shrunk) schedule below as a test; seeds that still fail are
+strict xfails (``FAILING``). To hunt for more: ``BACKUP_CHAOS_SEEDS=1000 pytest -k chaos``;
+``backup_chaos_sim.shrink`` makes a failing schedule small.
 """
 
 from __future__ import annotations
@@ -163,8 +164,24 @@ def test_the_minimal_schedule_of_a_bug_converges(name: str) -> None:
 
 # -- random schedules ------------------------------------------------------------------------------------
 
-#: Seeds of the default parametrization that fail (FIFO profiles), with the bug when diagnosed.
-FAILING: dict[tuple[str, int], str] = {}
+TWO_PRIMARIES = (
+    "open: two members stay primaries of one session after concurrent takeovers and rotations of it "
+    "(duplicates-57: each rotated the id at once, and the loser had taken the session over with a newer "
+    "placement than the winner's, which it then ignores as older); not fixed yet"
+)
+UNDER_PLACED = "open: a session placed on fewer than 1 + k members, or held by no primary, after a crash: not diagnosed"
+DIFFERS = "open: copies differ after crashes and joins: not diagnosed"
+
+#: Seeds that fail (FIFO profiles), run as strict xfails whatever ``BACKUP_CHAOS_SEEDS`` says, so a
+#: fix shows. None of the first 40 of each profile fails; these are from a run of 200 each.
+FAILING: dict[tuple[str, int], str] = {
+    ("crash", 69): UNDER_PLACED,
+    ("crash", 116): UNDER_PLACED,
+    ("duplicates", 57): TWO_PRIMARIES,
+    ("duplicates", 108): TWO_PRIMARIES,
+    ("join", 74): TWO_PRIMARIES,
+    ("join", 176): DIFFERS,
+}
 
 #: Profiles run by default; "reorder" (links that reorder, which TCP never does) on request:
 #: ``BACKUP_CHAOS_PROFILES=reorder``.
@@ -175,7 +192,7 @@ def _cases() -> list[object]:
     cases = []
     for profile in DEFAULT_PROFILES:
         assert profile in PROFILES, profile
-        for seed in range(SEEDS):
+        for seed in sorted({*range(SEEDS), *(seed for p, seed in FAILING if p == profile)}):
             reason = FAILING.get((profile, seed))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             cases.append(pytest.param(profile, seed, marks=marks, id=f"{profile}-{seed}"))
