@@ -179,7 +179,7 @@ FAILING: dict[tuple[str, int], str] = {
     ("crash", 116): UNDER_PLACED,
     ("duplicates", 57): TWO_PRIMARIES,
     ("duplicates", 108): TWO_PRIMARIES,
-    ("join", 74): TWO_PRIMARIES,
+    ("join", 77): TWO_PRIMARIES,
     ("join", 176): DIFFERS,
 }
 

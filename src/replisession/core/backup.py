@@ -61,6 +61,9 @@ log = logging.getLogger("replisession.replication")
 
 #: Seconds a backup waits for the full copy it asked for before asking again.
 MISSING_RETRY = 5.0
+#: Seconds after an end during which the death of its sender makes a holder pass it on: a
+#: member that died mid-send is found dead within the drop time (3 s by default).
+END_RELAY_WINDOW = 60.0
 
 
 class BackupManager(DeltaManager):
@@ -92,6 +95,9 @@ class BackupManager(DeltaManager):
         # Sessions whose copy here took the delta of a member taking them over, before its
         # placement: id -> that member's id.
         self._claimed: dict[str, str] = {}
+        # Ends applied here as a holder, passed on to the other holders only if their sender dies
+        # within END_RELAY_WINDOW (it may have died mid-send): id -> (sender, others, payload, when).
+        self._ends: dict[str, tuple[str, tuple[str, ...], Any, float]] = {}
 
     # -- this member's requests ------------------------------------------------------------
 
@@ -146,6 +152,7 @@ class BackupManager(DeltaManager):
             del self._missing[session_id]
         self._foreign = {i for i in self._foreign if self._owned(i)}
         self._claimed = {i: m for i, m in self._claimed.items() if i in self._placed and m in self._members}
+        self._ends = {i: e for i, e in self._ends.items() if now - e[3] < END_RELAY_WINDOW and e[0] in self._members}
         for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
             del self._unplaced[session_id]
             session = self.store.live(session_id)
@@ -240,12 +247,12 @@ class BackupManager(DeltaManager):
             if body["destroyed"]:
                 placed = self._placed.pop(session_id, None)
                 if not ended_before and placed is not None and self.local.id in self._copies(placed):
-                    # A holder passes the end on to the other holders: if its sender died while
-                    # sending it, a holder it missed would otherwise defer to this one (the first
-                    # live holder) for a promotion that never comes, keeping a copy nobody owns.
-                    others = self._live(h for h in self._copies(placed) if h not in (sender.id, self.local.id))
+                    # If its sender dies mid-send, a holder it missed would defer to this one (the
+                    # first live holder) for a promotion that never comes, keeping a copy nobody
+                    # owns: this holder then passes the end on (see :meth:`member_left`).
+                    others = tuple(h for h in self._copies(placed) if h not in (sender.id, self.local.id))
                     if others:
-                        replies.append(Outgoing("delta", payload, others))
+                        self._ends[session_id] = (sender.id, others, payload, now)
             elif prev is not None and current != body["id"] and self._owned(current):
                 # A concurrent rotation that lost to ours: what it brought was merged into our copy
                 # (its sender placed it elsewhere), and our backups need it.
@@ -447,6 +454,11 @@ class BackupManager(DeltaManager):
         Without it, the next holder defers to this one and nobody would restore redundancy."""
         self._members.pop(member.id, None)
         out = self._claim_died(member, now)
+        for session_id in [i for i, end in self._ends.items() if end[0] == member.id]:
+            _, holders, payload, _ = self._ends.pop(session_id)
+            targets = self._live(holders)
+            if targets:
+                out.append(Outgoing("delta", payload, targets))
         lacking = [
             session_id
             for session_id, placed in self._placed.items()
@@ -469,8 +481,11 @@ class BackupManager(DeltaManager):
             placed = self._placed.get(session_id)
             owner = self._members.get(placed.owner) if placed is not None else None
             entries = self._entries([session_id], now) if owner is not None else []
-            if owner is not None and entries:
+            if placed is not None and owner is not None and entries:
                 out.append(self.sessions_message(entries, (owner,)))
+                # With the placement: the owner may have followed the dead member's placement and
+                # dropped its copy; then ours arrives with none there, and it owns the session again.
+                out.append(Outgoing("placement", self._placement_body(session_id, placed, keep=False), (owner,)))
         return out
 
     def rebalance(self, session_ids: Iterable[str], now: float) -> list[Outgoing]:
