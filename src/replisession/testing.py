@@ -343,7 +343,12 @@ class SimCluster:
         if copies and net.random.random() < net.duplicate:
             copies = 2
         for _ in range(copies):
-            net.schedule(net.delay(), lambda: self._deliver(sender, target, message))
+            net.schedule(self._delay(sender, target), lambda: self._deliver(sender, target, message))
+
+    def _delay(self, sender: SimMember, target: SimMember) -> float:
+        """How long this message takes from ``sender`` to ``target`` (a subclass may keep links
+        in order, as TCP does)."""
+        return self.network.delay()
 
     def _deliver(self, sender: SimMember, target: SimMember, message: Message) -> None:
         if not target.running or not self.network.linked(sender, target):

@@ -52,7 +52,7 @@ import msgpack
 
 from replisession.core.backup import BackupManager
 from replisession.core.membership import MemberJoined, MemberLeft
-from replisession.core.messages import MemberInfo, Message, SendMode
+from replisession.core.messages import MemberInfo, SendMode
 from replisession.core.replication import Outgoing, check_want
 from replisession.core.session import Session
 from replisession.node.replicator import _placed_ids
@@ -90,22 +90,14 @@ class FifoCluster(SimCluster):
         self.fifo = fifo
         self._last: dict[tuple[str, str], float] = {}
 
-    def _send(self, sender: SimMember, to: MemberInfo, message: Message) -> None:
-        target = self._target(to)
-        if target is None or not self.network.linked(sender, target):
-            return
-        net = self.network
-        copies = 0 if net.random.random() < net.drop else 1
-        if copies and net.random.random() < net.duplicate:
-            copies = 2
-        for _ in range(copies):
-            delay = net.delay()
-            if self.fifo:
-                link = (sender.info.id, target.info.id)
-                at = max(self.clock() + delay, self._last.get(link, 0.0))
-                self._last[link] = at
-                delay = at - self.clock()
-            net.schedule(delay, lambda: self._deliver(sender, target, message))
+    def _delay(self, sender: SimMember, target: SimMember) -> float:
+        delay = self.network.delay()
+        if not self.fifo:
+            return delay
+        link = (sender.info.id, target.info.id)
+        at = max(self.clock() + delay, self._last.get(link, 0.0))
+        self._last[link] = at
+        return at - self.clock()
 
 
 def read_copies(node: Node) -> dict[str, dict[str, Any]]:
@@ -338,6 +330,8 @@ class BackupNode(Node):
 class BackupSim(ReplicationSim):
     """N members, each a :class:`BackupNode`, on a :class:`FifoCluster`."""
 
+    node_class = BackupNode
+
     def __init__(
         self,
         size: int = 3,
@@ -364,33 +358,14 @@ class BackupSim(ReplicationSim):
         for index in range(size):
             self.add(f"node{index + 1}", offsets[index] if index < len(offsets) else 0.0)
 
-    def add(self, route: str, offset: float = 0.0) -> BackupNode:
-        node = BackupNode(self, self.cluster.add_member(route), offset)
-        self.nodes.append(node)
-        return node
-
-    def join(self) -> BackupNode:
+    def join(self) -> Node:
         """A new member, seeded on the running ones (the first member may have crashed)."""
         seeds = [node.info.address for node in self.running()]
-        node = BackupNode(self, self.cluster.add_member(f"node{next(self._routes)}", seeds=seeds), 0.0)
-        self.nodes.append(node)
-        return node
+        return self.add(f"node{next(self._routes)}", 0.0, seeds)
 
-    def restart(self, node: Node) -> Node:
-        member = self.cluster.restart(node.member)
-        fresh = BackupNode(self, member, node.offset)
-        self.nodes[self.nodes.index(node)] = fresh
-        return fresh
-
-    def run(self, seconds: float) -> None:
-        end = self.clock() + seconds
-        while self.clock() < end - 1e-9:
-            self.cluster.run_for(min(self.step, end - self.clock()), self.step)
-            for node in list(self.nodes):
-                if node.running:
-                    node._step()
-            for request in list(self.requests):
-                request.advance()
+    def _stepped(self) -> None:
+        for request in list(self.requests):
+            request.advance()
 
     @property
     def idle(self) -> bool:

@@ -359,6 +359,8 @@ class Node:
 class ReplicationSim:
     """N members, each a :class:`Node`, on a :class:`SimCluster` with a fake clock."""
 
+    node_class: type[Node] = Node
+
     def __init__(
         self,
         size: int = 3,
@@ -388,8 +390,8 @@ class ReplicationSim:
     def network(self) -> Any:
         return self.cluster.network
 
-    def add(self, route: str, offset: float = 0.0) -> Node:
-        node = Node(self, self.cluster.add_member(route), offset)
+    def add(self, route: str, offset: float = 0.0, seeds: list[tuple[str, int]] | None = None) -> Node:
+        node = self.node_class(self, self.cluster.add_member(route, seeds=seeds), offset)
         self.nodes.append(node)
         return node
 
@@ -402,7 +404,7 @@ class ReplicationSim:
     def restart(self, node: Node) -> Node:
         """The process starts again: a new incarnation with an empty store and a new manager."""
         member = self.cluster.restart(node.member)
-        fresh = Node(self, member, node.offset)
+        fresh = self.node_class(self, member, node.offset)
         self.nodes[self.nodes.index(node)] = fresh
         return fresh
 
@@ -415,6 +417,10 @@ class ReplicationSim:
             for node in list(self.nodes):
                 if node.running:
                     node._step()
+            self._stepped()
+
+    def _stepped(self) -> None:
+        """After each step of :meth:`run`, what a subclass drives besides the nodes."""
 
     def run_until(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
         deadline = self.clock() + timeout
