@@ -68,6 +68,7 @@ from .replication_sim import (
     Request,
     Sent,
     StampWatch,
+    act,
     contents,
 )
 
@@ -436,28 +437,7 @@ class ClientRequest:
             self.node._pending = None
 
     def _act(self, session: Session) -> None:
-        key, kind, value = self.key, self.kind, self.value
-        if kind == "write":
-            session[key] = value
-            self.effects.append(("write", key, value))
-        elif kind == "append":
-            current = session.get(key)
-            if isinstance(current, list):
-                current.append(value)
-            else:
-                session[key] = [value]
-            self.effects.append(("write", key, list(session[key])))
-        elif kind == "delete":
-            session.pop(key, None)
-            self.effects.append(("delete", key, None))
-        elif kind == "invalidate":
-            session.invalidate()
-        elif kind == "rotate":
-            session.rotate_id()
-        elif kind == "read":
-            session.get(key)
-        else:  # pragma: no cover
-            raise AssertionError(kind)
+        act(session, self.kind, self.key, self.value, self.effects)
 
     def _release(self) -> None:
         assert self.session is not None
@@ -642,11 +622,7 @@ class BackupHistory(History):
 
     def lost(self) -> list[tuple[str, Op, Any]]:
         """A surviving write (see ``must_survive``) missing from a placed copy, or held nowhere."""
-        retired = {
-            op.value[0]
-            for op in self.ops
-            if op.kind == "rotate" and (op.request.acknowledged or op.request.node.running)
-        }
+        retired = self.retired()
         excluded = self.excluded()
         missing = []
         by_route: dict[str, dict[str, dict[str, Any]]] = {}

@@ -482,6 +482,32 @@ class Op:
         return acked is not None and acked <= other.issued_at
 
 
+def act(session: Session, kind: str, key: str, value: Any, effects: list[tuple[str, str, Any]]) -> None:
+    """What a schedule's request of ``kind`` does to its session; ``effects`` gets each
+    ("write" | "delete", key, value) it makes."""
+    if kind == "write":
+        session[key] = value
+        effects.append(("write", key, value))
+    elif kind == "append":  # a change in place, found at release
+        current = session.get(key)
+        if isinstance(current, list):
+            current.append(value)
+        else:
+            session[key] = [value]
+        effects.append(("write", key, list(session[key])))
+    elif kind == "delete":  # a delta of removals only (or the end, when it empties the session)
+        session.pop(key, None)
+        effects.append(("delete", key, None))
+    elif kind == "invalidate":
+        session.invalidate()
+    elif kind == "rotate":
+        session.rotate_id()
+    elif kind == "read":
+        session.get(key)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
 class History:
     """Runs schedule steps on a :class:`ReplicationSim` and keeps what the checks need.
 
@@ -518,27 +544,7 @@ class History:
         effects: list[tuple[str, str, Any]] = []  # ("write" | "delete", key, value)
 
         def action(session: Session) -> None:
-            if kind == "write":
-                session[key] = value
-                effects.append(("write", key, value))
-            elif kind == "append":  # a change in place, found at release
-                current = session.get(key)
-                if isinstance(current, list):
-                    current.append(value)
-                else:
-                    session[key] = [value]
-                effects.append(("write", key, list(session[key])))
-            elif kind == "delete":  # a delta of removals only (or the end, when it empties the session)
-                session.pop(key, None)
-                effects.append(("delete", key, None))
-            elif kind == "invalidate":
-                session.invalidate()
-            elif kind == "rotate":
-                session.rotate_id()
-            elif kind == "read":
-                session.get(key)
-            else:  # pragma: no cover
-                raise AssertionError(kind)
+            act(session, kind, key, value, effects)
 
         request = node.request(session_id, action)
         done = request.done
@@ -587,6 +593,15 @@ class History:
             )
         ]
 
+    def retired(self) -> set[str]:
+        """The ids rotations retired: all but those of a rotation its member took down with it
+        when it crashed, before anyone acknowledged it."""
+        return {
+            op.value[0]
+            for op in self.ops
+            if op.kind == "rotate" and (op.request.acknowledged or op.request.node.running)
+        }
+
     def lost(self) -> list[tuple[str, Op, Any]]:
         """Every (member, write, what the member holds instead) for a surviving write missing somewhere.
 
@@ -594,11 +609,7 @@ class History:
         state, an id that a rotation retired is held nowhere (but a rotation that its
         member took down with it when it crashed, before anyone acknowledged it).
         """
-        retired = {
-            op.value[0]
-            for op in self.ops
-            if op.kind == "rotate" and (op.request.acknowledged or op.request.node.running)
-        }
+        retired = self.retired()
         excluded = self.excluded()
         missing = []
         for write in self.must_survive():
