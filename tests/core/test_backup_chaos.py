@@ -166,8 +166,9 @@ def test_the_minimal_schedule_of_a_bug_converges(name: str) -> None:
 
 TWO_PRIMARIES = (
     "open: two members stay primaries of one session after concurrent takeovers and rotations of it "
-    "(duplicates-57: each rotated the id at once, and the loser had taken the session over with a newer "
-    "placement than the winner's, which it then ignores as older); not fixed yet"
+    "(duplicates-57: a login on node2 lost its rotation to node1's while node2's request still held the "
+    "session; node2 re-keyed the placement it had made under the losing id, newer than node1's, to the "
+    "winning id and its release sent nothing new, while node1 ignores placements under the losing id)"
 )
 UNDER_PLACED = "open: a session placed on fewer than 1 + k members, or held by no primary, after a crash: not diagnosed"
 DIFFERS = "open: copies differ after crashes and joins: not diagnosed"
