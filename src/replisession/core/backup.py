@@ -212,63 +212,16 @@ class BackupManager(Placing):
                 replies.extend(self._receive(sender, "want", {"ids": [session_id]}, now))
             return replies
         if kind == "delta":
-            body = check_delta(payload)
-            session_id = self._resolve(body["id"])
-            prev = body["prev"]
-            held = session_id in self.store or (prev is not None and self._resolve(prev) in self.store)
-            if not body["destroyed"] and not held and session_id not in self._tombstones:
-                # No copy to apply it to: never a partial copy made of one delta. The sender
-                # (the primary) is asked for the whole copy, and sends it only if this member
-                # is one of its backups (the full copy was lost to a failed send).
-                self._witness(stamp_of(body["stamp"]))
-                if prev is not None:
-                    if prev in self._placed:
-                        self._placed[session_id] = self._placed.pop(prev)
-                    self._apply_alias(prev, body["id"], stamp_of(body["stamp"]), now)
-                return self._ask(sender, self._resolve(session_id), now)
-            if prev is not None and prev in self._placed:
-                self._placed[session_id] = self._placed.pop(prev)
-            ended_before = session_id in self._tombstones
-            replies = super().receive(sender, kind, payload, now)
-            current = self._resolve(body["id"])
-            if body["destroyed"]:
-                placed = self._placed.pop(session_id, None)
-                if not ended_before and placed is not None and self.local.id in self._copies(placed):
-                    # If its sender dies mid-send, a holder it missed would defer to this one (the
-                    # first live holder) for a promotion that never comes, keeping a copy nobody
-                    # owns: this holder then passes the end on (see :meth:`member_left`).
-                    others = tuple(h for h in self._copies(placed) if h not in (sender.id, self.local.id))
-                    if others:
-                        self._ends[session_id] = (sender.id, others, payload, now)
-            elif prev is not None and current != body["id"] and self._owned(current):
-                # A concurrent rotation that lost to ours: what it brought was merged into our copy
-                # (its sender placed it elsewhere), and our backups need it.
-                replies.extend(self._batched(self._forward(current, now)))
-            else:
-                placed = self._placed.get(current)
-                if placed is not None and sender.id != placed.owner != self.local.id:
-                    # A write of a member taking the session over from the owner we follow: its
-                    # placement follows on the same connection, unless it dies first (see
-                    # :meth:`member_left`).
-                    self._claimed[current] = sender.id
-                if self._owned(current):
-                    # The write of a member that took the session over at the same time as this
-                    # one. Our backups need it once that member hands its copy over (its placement
-                    # lost to ours), though that copy then brings nothing new; if its placement
-                    # wins instead, we hand ours over (see :meth:`_apply_placement`).
-                    self._foreign.add(current)
-                self._compact(current, now)
-            return replies
+            return self._receive_delta(sender, payload, now)
         self._took.clear()
         replies = super().receive(sender, kind, payload, now)
-        if kind == "sessions":
-            replies.extend(self._rotated_since(sender, [entry[0] for entry in payload["sessions"]], now))
         if kind == "want" and replies:  # a fetch: the fetcher learns who held it, to tell them later
             for entry in replies[0].payload["sessions"]:
                 placed = self._placed.get(entry[0])
                 if placed is not None:
                     replies.append(Outgoing("placement", self._placement_body(entry[0], placed, keep=True), (sender,)))
         if kind == "sessions":
+            replies.extend(self._rotated_since(sender, [entry[0] for entry in payload["sessions"]], now))
             forwards = []
             for entry in payload["sessions"]:
                 session_id = self._resolve(entry[0])
@@ -285,6 +238,55 @@ class BackupManager(Placing):
                 else:
                     self._compact(session_id, now)
             replies.extend(self._batched(forwards))
+        return replies
+
+    def _receive_delta(self, sender: MemberInfo, payload: Any, now: float) -> list[Outgoing]:
+        body = check_delta(payload)
+        session_id = self._resolve(body["id"])
+        prev = body["prev"]
+        held = session_id in self.store or (prev is not None and self._resolve(prev) in self.store)
+        if not body["destroyed"] and not held and session_id not in self._tombstones:
+            # No copy to apply it to: never a partial copy made of one delta. The sender
+            # (the primary) is asked for the whole copy, and sends it only if this member
+            # is one of its backups (the full copy was lost to a failed send).
+            self._witness(stamp_of(body["stamp"]))
+            if prev is not None:
+                if prev in self._placed:
+                    self._placed[session_id] = self._placed.pop(prev)
+                self._apply_alias(prev, body["id"], stamp_of(body["stamp"]), now)
+            return self._ask(sender, self._resolve(session_id), now)
+        if prev is not None and prev in self._placed:
+            self._placed[session_id] = self._placed.pop(prev)
+        ended_before = session_id in self._tombstones
+        replies = super().receive(sender, "delta", payload, now)
+        current = self._resolve(body["id"])
+        if body["destroyed"]:
+            placed = self._placed.pop(session_id, None)
+            if not ended_before and placed is not None and self.local.id in self._copies(placed):
+                # If its sender dies mid-send, a holder it missed would defer to this one (the
+                # first live holder) for a promotion that never comes, keeping a copy nobody
+                # owns: this holder then passes the end on (see :meth:`member_left`).
+                others = tuple(h for h in self._copies(placed) if h not in (sender.id, self.local.id))
+                if others:
+                    self._ends[session_id] = (sender.id, others, payload, now)
+        elif prev is not None and current != body["id"] and self._owned(current):
+            # A concurrent rotation that lost to ours: what it brought was merged into our copy
+            # (its sender placed it elsewhere), and our backups need it.
+            replies.extend(self._batched(self._forward(current, now)))
+        else:
+            placed = self._placed.get(current)
+            if placed is not None and sender.id != placed.owner != self.local.id:
+                # A write of a member taking the session over from the owner we follow: its
+                # placement follows on the same connection, unless it dies first (see
+                # :meth:`member_left`).
+                self._claimed[current] = sender.id
+            if self._owned(current):
+                # The write of a member that took the session over at the same time as this
+                # one. Our backups need it once that member hands its copy over (its placement
+                # lost to ours), though that copy then brings nothing new; if its placement
+                # wins instead, we hand ours over (see :meth:`_apply_placement`).
+                self._foreign.add(current)
+            self._compact(current, now)
         return replies
 
     def _fold(self, previous: str, new_id: str, now: float) -> None:
