@@ -5,9 +5,9 @@
 hooks) on every member. What a node does, and where the real one does it:
 
 * **A request** is three-phased, like a request through ``web/front.py``: the
-  fetch (``Replicator.fetch``, copied decision for decision: a ``want`` ``sync`` to
-  every member when there is no copy here, to the cookie route's member when it is
-  alive and not us, none otherwise); once its outcome is in (or ``send_timeout``
+  fetch (``Replicator.fetch``'s own ``fetch_targets``: a ``want`` ``sync`` to every
+  member when there is no copy here, to the cookie route's member when it is alive
+  and not us, none otherwise); once its outcome is in (or ``send_timeout``
   passed: the adapter's ``Fetch`` wait), the load (``Node.load``: ``store.load``, the
   successor of a losing id, ``began``; a fresh session when nothing is found) and the
   user's action; then, a hold later, the release (``Node.release``). Requests of a
@@ -55,7 +55,7 @@ from replisession.core.membership import MemberJoined, MemberLeft
 from replisession.core.messages import MemberInfo, SendMode
 from replisession.core.replication import Outgoing, check_want
 from replisession.core.session import Session
-from replisession.node.replicator import _placed_ids
+from replisession.node.replicator import _placed_ids, fetch_targets
 from replisession.testing import SimCluster, SimMember
 
 from .replication_sim import (
@@ -264,23 +264,12 @@ class BackupNode(Node):
         members = self.member.membership.members()
         if not members:
             return None
-        successor = manager.successor(session_id)
-        local = self.info.route
-        if successor is None and route == local and self.store.peek(session_id) is not None:
-            if not manager.partial(session_id):
-                return None
-        if manager.is_dead(session_id):
+        plan = fetch_targets(
+            manager, self.store, session_id, manager.successor(session_id), route, self.info.route, members
+        )
+        if plan is None:
             return None
-        session_id = successor or session_id
-        same_route = [m for m in members if route is not None and m.route == route]
-        if manager.locates and self.store.peek(session_id) is None:
-            targets = members
-        elif self.store.peek(session_id) is not None and not manager.partial(session_id):
-            if route == local or not same_route:
-                return None
-            targets = same_route
-        else:
-            targets = same_route or members
+        session_id, targets = plan
         request = manager.fetch([session_id], targets)
         assert request.targets is not None
         request_id = self.sim.cluster.send(self.member, request.kind, request.payload, SendMode.SYNC, request.targets)

@@ -195,23 +195,10 @@ class Replicator(ClusterListener):
             return None  # nobody to ask (and the member may still be starting)
         with self.store.lock:
             successor = manager.successor(session_id)  # a losing rotation: the winner's copy
-        if successor is None and route == self.member.local.route and self.store.peek(session_id) is not None:
-            if not manager.partial(session_id):
-                return None  # the usual request: a session this member served last, held here
-        if manager.is_dead(session_id):
+        plan = fetch_targets(manager, self.store, session_id, successor, route, self.member.local.route, members)
+        if plan is None:
             return None
-        session_id = successor or session_id
-        same_route = [m for m in members if route is not None and m.route == route]
-        if manager.locates and self.store.peek(session_id) is None:
-            targets = members  # copies are on a few members: ask them all
-        elif self.store.peek(session_id) is not None and not manager.partial(session_id):
-            if route == self.member.local.route or not same_route:
-                return None  # ours, or the member that served it last is gone (plain failover)
-            # The balancer came back to us while that member is alive: it may have writes we
-            # missed (async mode, a partition with send_failure=log). Take its copy first.
-            targets = same_route
-        else:
-            targets = same_route or members
+        session_id, targets = plan
         request = manager.fetch([session_id], targets)
         return self.member.send(request.kind, request.payload, SendMode.SYNC, request.targets)
 
@@ -347,6 +334,39 @@ class Replicator(ClusterListener):
                     self._unsent.setdefault(member.id, (member, set()))[1].update(session_ids)
 
         return done
+
+
+def fetch_targets(
+    manager: DeltaManager,
+    store: SessionStore,
+    session_id: str,
+    successor: str | None,
+    route: str | None,
+    local_route: str | None,
+    members: list[MemberInfo],
+) -> tuple[str, list[MemberInfo]] | None:
+    """Whom :meth:`Replicator.fetch` asks for a session, and by which id; None: nobody.
+
+    ``successor``: the winning id when ``session_id`` lost a concurrent rotation.
+    """
+    if successor is None and route == local_route and store.peek(session_id) is not None:
+        if not manager.partial(session_id):
+            return None  # the usual request: a session this member served last, held here
+    if manager.is_dead(session_id):
+        return None
+    session_id = successor or session_id
+    same_route = [m for m in members if route is not None and m.route == route]
+    if manager.locates and store.peek(session_id) is None:
+        targets = members  # copies are on a few members: ask them all
+    elif store.peek(session_id) is not None and not manager.partial(session_id):
+        if route == local_route or not same_route:
+            return None  # ours, or the member that served it last is gone (plain failover)
+        # The balancer came back to us while that member is alive: it may have writes we
+        # missed (async mode, a partition with send_failure=log). Take its copy first.
+        targets = same_route
+    else:
+        targets = same_route or members
+    return session_id, targets
 
 
 def _placed_ids(message: Outgoing) -> set[str]:
