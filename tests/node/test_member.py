@@ -202,9 +202,12 @@ def test_a_silent_target_times_out_and_a_dead_one_is_gone(pair: tuple[ClusterMem
 
 def test_lingering_async_sends_leave_with_the_next_sync_send_in_order() -> None:
     seed = free_port()
-    lingering = dataclasses.replace(config("a", seed, seed), async_linger=1.0)  # far longer than the test
+    # Heartbeats go on the same connection and take lingering frames along: rare ones here
+    # (every 2 s), so none falls between the async sends and the check (it did at 0.1 s).
+    quiet = {"heartbeat_interval": 2.0, "drop_time": 20.0}
+    lingering = dataclasses.replace(config("a", seed, seed), async_linger=1.0, **quiet)  # far longer than the test
     a = ClusterMember(lingering)
-    b = ClusterMember(config("b", free_port(), seed))
+    b = ClusterMember(dataclasses.replace(config("b", free_port(), seed), **quiet))
     a.start()
     b.start()
     try:
