@@ -42,6 +42,7 @@ class Cluster:
         self.now = NOW
         # A failed send: (sender, message, target) -> True when that target never gets it.
         self.lose: Callable[[Replica, Outgoing, MemberInfo], bool] | None = None
+        self.lose_asks = False  # True: a holder's ask for a copy it lacks (a reply) fails too
         self._hosts = hosts
         for _ in range(size):
             self.join()
@@ -108,6 +109,8 @@ class Cluster:
             for target in message.targets:
                 self.messages.append((source.info.id, message.kind, target.id))
                 if sent and self.lose is not None and self.lose(source, message, target):
+                    continue
+                if self.lose_asks and message.kind == "missing":
                     continue
                 receiver = self.members.get(target.id)
                 if receiver is not None and self.reachable(source.info.id, target.id):

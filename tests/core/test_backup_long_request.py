@@ -89,3 +89,34 @@ def test_the_primary_s_expiry_never_ends_a_session_a_long_request_uses_on_anothe
     cluster.deliver(c, c.end(upload, cluster.now, session_id).messages)
     copies = cluster.copies(session_id)
     assert list(copies.values()) == [{"n": 0, "done": True}] * 2, copies
+
+
+def test_a_fetched_copy_that_expired_leaves_no_end_behind_to_refuse_a_later_placement() -> None:
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    session_id, b, c = _pick(cluster, a, lambda s, b, t, tb: t != b)  # c holds no copy
+    cluster.request(c, session_id, lambda s: None)  # fetched and loaded on c, never used
+    cluster.now = NOW + 1000
+    cluster.request(a, session_id, put(n=1))  # the user goes on using it on a, its primary
+    cluster.now = NOW + 1900
+    cluster.deliver(c, c.sweep(cluster.now))  # c's copy expires quietly: c is not the primary
+    assert not c.manager.is_dead(session_id)
+    cluster.crash(b)  # a's backup dies: c, the only other member, is placed the copy
+    assert cluster.copies(session_id) == {a.info.id: {"n": 1}, c.info.id: {"n": 1}}
+
+
+def test_a_backup_whose_copy_expired_during_a_long_request_on_the_primary_takes_the_next_write() -> None:
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    session_id = cluster.request(a, None, put(n=0))
+    assert session_id is not None
+    (backup_id,) = a.manager._placed[session_id].holders
+    b = cluster.members[backup_id]
+    long = a.begin(session_id, NOW)  # a long request on the primary; its keep-alives never reach b
+    cluster.now = NOW + 1900
+    cluster.deliver(b, b.sweep(cluster.now))  # b's copy expires quietly: only the primary ends a session
+    assert session_id not in b.store
+    assert not b.manager.is_dead(session_id)
+    long["n"] = 1  # the request ends and writes: b gets the write, lacks the copy, asks for it
+    cluster.deliver(a, a.end(long, cluster.now, session_id).messages)
+    assert cluster.copies(session_id) == {a.info.id: {"n": 1}, b.info.id: {"n": 1}}

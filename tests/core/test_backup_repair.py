@@ -37,15 +37,27 @@ def lost_copy(*kinds: str, **values: Any) -> tuple[Cluster, Replica, str]:
     cluster = Cluster(3, backups=1)
     a = next(iter(cluster.members.values()))
     cluster.lose = lose_copies_from(a, *kinds)
+    cluster.lose_asks = True  # a holder named without its copy asks at once: that fails too
     session_id = cluster.request(a, None, put(**values))
-    cluster.lose = None
+    cluster.lose, cluster.lose_asks = None, False
     assert session_id is not None
     return cluster, a, session_id
+
+
+def test_a_backup_named_without_its_copy_asks_for_it_at_once() -> None:
+    cluster = Cluster(3, backups=1)
+    a = next(iter(cluster.members.values()))
+    cluster.lose = lambda source, message, target: source is a and message.kind == "sessions"
+    session_id = cluster.request(a, None, put(n=1))
+    assert session_id is not None
+    assert_placed(cluster, {session_id: {"n": 1}})  # the placement came without the copy: asked for
+    assert [kind for _, kind, _ in cluster.messages[-3:]] == ["missing", "sessions", "placements"]
 
 
 def test_a_backup_whose_full_copy_was_lost_gets_it_with_the_next_write() -> None:
     cluster, a, session_id = lost_copy("sessions", n=1, keep="me")
     assert len(cluster.copies(session_id)) == 1  # the loss
+    cluster.now += MISSING_RETRY  # the ask the placement made is not repeated before this
     cluster.request(a, session_id, put(n=2))
     assert_placed(cluster, {session_id: {"n": 2, "keep": "me"}})
     assert [kind for _, kind, _ in cluster.messages[-4:]] == ["delta", "missing", "sessions", "placements"]
@@ -72,8 +84,9 @@ def test_a_rotation_never_makes_a_partial_copy_of_a_lost_one() -> None:
 def test_an_access_notice_for_a_lost_copy_asks_for_it_too() -> None:
     cluster, a, session_id = lost_copy("sessions", n=1)
     backup = backup_of(cluster, a, session_id)
+    cluster.now += MISSING_RETRY
     notice = {"id": session_id, "owner": a.info.id, "stamp": [50, a.info.id]}
-    (ask,) = backup.manager.receive(a.info, "access", notice, NOW)
+    (ask,) = backup.manager.receive(a.info, "access", notice, cluster.now)
     assert (ask.kind, ask.payload, ask.targets) == ("missing", {"ids": [session_id]}, (a.info,))
     cluster.deliver(backup, [ask])
     assert_placed(cluster, {session_id: {"n": 1}})
@@ -106,6 +119,7 @@ def test_a_malformed_missing_request_is_refused(payload: Any) -> None:
 def test_a_backup_asks_once_per_retry_interval_and_again_after_it() -> None:
     cluster, a, session_id = lost_copy("sessions", n=1)
     backup = backup_of(cluster, a, session_id)
+    cluster.now += MISSING_RETRY
     (delta,) = [m for m in a.request(session_id, put(n=2), cluster.now).messages if m.kind == "delta"]
 
     def asks() -> list[Outgoing]:

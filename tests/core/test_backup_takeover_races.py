@@ -206,11 +206,13 @@ def test_a_holder_that_lost_its_copy_asks_the_primary_when_another_member_s_keep
     # and whose silence would keep b from asking anyone for MISSING_RETRY).
     cluster = Cluster(3, backups=1)
     a = next(iter(cluster.members.values()))
+    # b's ask for it, which the placement without the copy makes, fails too.
     cluster.lose = lambda sender, message, target: message.kind == "sessions" and sender is a
+    cluster.lose_asks = True
     sid = cluster.request(a, None, put(n=0))
     assert sid is not None
     (backup_id,) = a.manager._placed[sid].holders
-    cluster.lose = None
+    cluster.lose, cluster.lose_asks = None, False
     b = cluster.members[backup_id]
     c = next(r for r in cluster.members.values() if r not in (a, b))
     assert sid not in b.store

@@ -49,10 +49,17 @@ def replicas(*infos: MemberInfo, **options: Any) -> list[Replica]:
 
 def deliver(sender: Replica, messages: list[Outgoing], *receivers: Replica, now: float = 0.0) -> None:
     """Each message to each receiver. A receiver may only ask for a session it holds part of
-    (see :func:`answered`); nothing else comes back."""
+    (see :func:`answered`), or tell the sender of a session that ended here (a late message);
+    nothing else comes back."""
     for message in messages:
         for receiver in receivers:
-            assert [reply.kind for reply in receiver.receive(sender, message, now)] in ([], ["want"])
+            replies = receiver.receive(sender, message, now)
+            assert [reply.kind for reply in replies] in ([], ["want"], ["sessions"])
+            for reply in replies:
+                if reply.kind == "sessions":
+                    assert reply.payload["sessions"] == [], reply.payload
+                    assert reply.payload["dead"], reply.payload
+                    assert all(receiver.manager.is_dead(i) for i, _ in reply.payload["dead"])
 
 
 def answered(sender: Replica, messages: list[Outgoing], *receivers: Replica, now: float = 0.0) -> None:
@@ -213,6 +220,35 @@ def test_an_invalidated_session_is_never_resurrected_by_a_late_message() -> None
     assert b.store.load("s1", 6.0) is None
     assert b.recorder.events == events
     assert c.recorder.events == []  # c never held it: nothing created, nothing destroyed
+
+
+def test_a_member_that_missed_an_end_is_told_when_it_serves_the_session_and_tells_the_others() -> None:
+    # a invalidates s1 and dies after its end reached b, before it reached c or d: c serves the
+    # session on (failover), and b, which ended it, answers c's write with the end.
+    a, b, c, d = replicas(A, B, C, member("d", 4))
+    deliver(a, a.request(None, put(x=1), 1.0).messages, b, c, d)
+    deliver(a, a.request("s1", lambda s: s.invalidate(), 2.0).messages, b)
+    write = c.request("s1", put(y=2), 3.0).messages
+    deliver(c, write, d)
+    (told,) = b.receive(c, write[0], 3.0)
+    assert (told.kind, told.targets, told.payload["sessions"], [i for i, _ in told.payload["dead"]]) == (
+        "sessions",
+        (C,),
+        [],
+        ["s1"],
+    )
+    (passed,) = c.receive(b, told, 3.0)  # c ends its copy and passes the end on: d missed it too
+    assert (c.sessions(), c.manager.is_dead("s1"), c.recorder.events[-1][:3]) == (
+        {},
+        True,
+        ("destroyed", "s1", DestroyReason.INVALIDATED),
+    )
+    assert ([i for i, _ in passed.payload["dead"]], passed.targets) == (["s1"], None)  # None: every member
+    assert b.receive(c, passed, 3.0) == []  # b had ended it: it passes nothing on
+    (again,) = d.receive(c, passed, 3.0)  # d held a copy: it passes the end on once
+    assert [c.receive(d, again, 3.0), b.receive(d, again, 3.0), d.receive(d, again, 3.0)] == [[], [], []]
+    assert b.sessions() == c.sessions() == d.sessions() == {}
+    assert c.store.load("s1", 4.0) is None
 
 
 def test_an_end_that_overtakes_the_creation_still_wins() -> None:

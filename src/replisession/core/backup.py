@@ -34,10 +34,14 @@ ranked backups; a holder not named drops its copy unless ``keep``) and ``placeme
 its full copies (``sessions``) first, then its placements (see :func:`.placement.batched`).
 A rotation's edges also go to every member that is not a holder (``sessions`` with ``aliases``
 only): one holding a copy fetched for a request drops it, so the old id opens nothing there.
-``missing``: a holder that got a delta or an access notice for a session it holds no copy
-of (the full copy was lost to a failed send while it stayed a member) asks the sender,
-which sends the copy and the placement again if it owns the session and counts the
-asker as one of its backups.
+``missing``: a holder that got a delta, an access notice or a placement naming it for a
+session it holds no copy of (the full copy was lost to a failed send while it stayed a
+member, or it dropped the copy on a placement that then lost) asks the sender, which sends
+the copy and the placement again if it owns the session and counts the asker as one of its
+backups.
+
+A member that ended a session and hears of it as live (a copy, a write, a keep-alive or a
+placement) tells the sender, as the DeltaManager does: the end's sender died mid-send.
 """
 
 from __future__ import annotations
@@ -50,16 +54,14 @@ from .delta import SessionDelta
 from .messages import MemberInfo
 from .payloads import ACCESS, MAX_IDS, MISSING, PLACEMENT, check, check_delta, check_placements
 from .placement import batched, place
-from .placing import NO_SESSIONS, Placing
+from .placing import MISSING_RETRY, NO_SESSIONS, Placing
 from .replication import Outgoing
 from .session import Session
 from .store import SessionStore
 from .transfer import ended_batches
 
-__all__ = ["BackupManager", "place"]
+__all__ = ["MISSING_RETRY", "BackupManager", "place"]
 
-#: Seconds a backup waits for the full copy it asked for before asking again.
-MISSING_RETRY = 5.0
 #: Seconds after an end during which the death of its sender makes a holder pass it on: a
 #: member that died mid-send is found dead within the drop time (3 s by default).
 END_RELAY_WINDOW = 60.0
@@ -76,8 +78,6 @@ class BackupManager(Placing):
         # Members that joined since the last rebalance: they may hold copies made on the other
         # side of a partition (even a member that started during it), so they are told.
         self._joined: set[str] = set()
-        # Sessions this member asked for a full copy of (see _ask): id -> when.
-        self._missing: dict[str, float] = {}
         # Messages a fold produced, deep in applying something (see _fold): sent with its replies.
         self._relay: list[Outgoing] = []
         self._relaying = False  # applying the edges a losing id's owner relayed (see _fold)
@@ -89,16 +89,21 @@ class BackupManager(Placing):
     # -- this member's requests ------------------------------------------------------------
 
     def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
-        message = self._delta_message(delta, now)
         session_id = delta.session_id
+        if delta.destroyed and delta.expired:
+            placed = self._placed.get(self._resolve(session_id)) or self._placed.get(session_id)
+            if placed is None or placed.owner != self.local.id:
+                # Only the primary announces an expiry (as in the DeltaManager): a copy that
+                # expires here is not evidence that the primary's session is idle. Nor is it
+                # buried: the primary's next write asks for the copy again (see _receive_delta).
+                self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
+                self._meta.pop(session_id, None)
+                return []
+        message = self._delta_message(delta, now)
         if delta.previous_id is not None and delta.previous_id in self._placed:
             self._placed[session_id] = self._placed.pop(delta.previous_id)
         if delta.destroyed:
-            placed = self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
-            if delta.expired and (placed is None or placed.owner != self.local.id):
-                # Only the primary announces an expiry (as in the DeltaManager): a copy that
-                # expires here is not evidence that the primary's session is idle.
-                return []
+            self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
             # An invalidation goes to every member, holders or not: one that fetched a copy for
             # a request (no placement names it), or whose fetch is being answered, must remember
             # the end too, or the old cookie still opens the session there.
@@ -111,7 +116,7 @@ class BackupManager(Placing):
         if session_id is None:
             return []
         placed = self._placed.get(session_id)
-        taking_over = placed is None or placed.owner != self.local.id
+        taking_over = placed is None or placed.owner != self.local.id or session_id in self._void
         notices = super().accessed(session, now)
         if taking_over and session.accessed:
             return self._place(session_id, now, None)
@@ -172,6 +177,9 @@ class BackupManager(Placing):
         edges = [edge for session_id in sorted(rotated) for edge in self._rotations.family(session_id, now)]
         return [Outgoing("sessions", {**NO_SESSIONS, "aliases": edges}, (sender,))] if edges else []
 
+    def _others(self, sender: MemberInfo) -> tuple[MemberInfo, ...]:
+        return tuple(m for m in self._members.values() if m.id != sender.id)
+
     def _relayed(self) -> list[Outgoing]:
         relay, self._relay = self._relay, []
         return relay
@@ -179,13 +187,16 @@ class BackupManager(Placing):
     def _receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         if kind == "placement":
             body = check(payload, PLACEMENT)
-            return [*self._apply_placement(body, now), *self._rotated_since(sender, [body["id"]], now)]
+            ids = [body["id"]]
+            replies = self._apply_placement(body, now)
+            return [*replies, *self._rotated_since(sender, ids, now), *self._ended_here(sender, ids, now)]
         if kind == "placements":
             out = []
             bodies = check_placements(payload)  # all valid, or none applied
             for body in bodies:
                 out.extend(self._apply_placement(body, now))
-            return [*self._batched(out), *self._rotated_since(sender, [body["id"] for body in bodies], now)]
+            ids = [body["id"] for body in bodies]
+            return [*self._batched(out), *self._rotated_since(sender, ids, now), *self._ended_here(sender, ids, now)]
         if kind == "missing":
             return self._resend(sender, check(payload, MISSING)["ids"], now)
         if kind == "access":
@@ -221,6 +232,8 @@ class BackupManager(Placing):
                 if placed is not None:
                     replies.append(Outgoing("placement", self._placement_body(entry[0], placed, keep=True), (sender,)))
         if kind == "sessions":
+            for session_id, _ in payload["dead"]:
+                self._placed.pop(self._resolve(session_id), None)
             replies.extend(self._rotated_since(sender, [entry[0] for entry in payload["sessions"]], now))
             forwards = []
             for entry in payload["sessions"]:
@@ -245,7 +258,7 @@ class BackupManager(Placing):
         session_id = self._resolve(body["id"])
         prev = body["prev"]
         held = session_id in self.store or (prev is not None and self._resolve(prev) in self.store)
-        if not body["destroyed"] and not held and session_id not in self._tombstones:
+        if not (body["destroyed"] or body["created"]) and not held and session_id not in self._tombstones:
             # No copy to apply it to: never a partial copy made of one delta. The sender
             # (the primary) is asked for the whole copy, and sends it only if this member
             # is one of its backups (the full copy was lost to a failed send).
@@ -315,6 +328,8 @@ class BackupManager(Placing):
             super()._fold(previous, new_id, now)
             if placed is not None:
                 self._placed.setdefault(new_id, placed)
+                if not rotated and placed.owner == self.local.id:
+                    self._void.add(new_id)  # placed under the losing id: nobody followed that
             if self._members:
                 self._relay.append(self.fetch([new_id], tuple(self._members.values())))
             return
@@ -345,15 +360,6 @@ class BackupManager(Placing):
         if took:
             self._took.add(self._resolve(entry[0]))
         return took
-
-    def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
-        """Ask ``sender`` for the full copy of a session this member holds none of (at most
-        every ``MISSING_RETRY`` seconds: a write burst asks once)."""
-        asked = self._missing.get(session_id)
-        if asked is not None and now - asked < MISSING_RETRY:
-            return []
-        self._missing[session_id] = now
-        return [Outgoing("missing", {"ids": [session_id]}, (sender,))]
 
     def resend(self, member: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
         """The full copies (and placements) of the sessions whose copy a send to ``member`` did

@@ -10,6 +10,7 @@ has left, so passing it on never extends its life.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["LONGEST_REMEMBERED_IDLE", "Horizon", "Tombstones"]
@@ -58,6 +59,10 @@ class Tombstones:
         for session_id in [i for i, until in self._until.items() if until <= now]:
             del self._until[session_id]
 
-    def left(self, now: float) -> list[list[Any]]:
-        """Every id as ``[id, seconds left]`` (a state transfer carries them)."""
-        return [[session_id, max(0.0, until - now)] for session_id, until in self._until.items()]
+    def left(self, now: float, session_ids: Iterable[str] | None = None) -> list[list[Any]]:
+        """Every id as ``[id, seconds left]`` (a state transfer carries them); of ``session_ids``,
+        those ended."""
+        if session_ids is None:
+            return [[session_id, max(0.0, until - now)] for session_id, until in self._until.items()]
+        until = self._until
+        return [[i, max(0.0, until[i] - now)] for i in dict.fromkeys(session_ids) if i in until]

@@ -22,7 +22,10 @@ from .placement import Placement, batched, place
 from .replication import DeltaManager
 from .store import SessionStore
 
-__all__ = ["NO_SESSIONS", "Placing"]
+__all__ = ["MISSING_RETRY", "NO_SESSIONS", "Placing"]
+
+#: Seconds a backup waits for the full copy it asked for before asking again.
+MISSING_RETRY = 5.0
 
 #: A ``sessions`` message without copies: what one that only carries rotation edges adds to.
 NO_SESSIONS = {"sessions": [], "last": False, "dead": []}
@@ -45,6 +48,20 @@ class Placing(DeltaManager):
         # Sessions whose copy here took the delta of a member taking them over, before its
         # placement: id -> that member's id.
         self._claimed: dict[str, str] = {}
+        # Sessions this member placed under an id that then lost a concurrent rotation, while a
+        # request here used them: the others ignored that placement, so the next one goes to all.
+        self._void: set[str] = set()
+        # Sessions this member asked for a full copy of (see _ask): id -> when.
+        self._missing: dict[str, float] = {}
+
+    def _ask(self, sender: MemberInfo, session_id: str, now: float) -> list[Outgoing]:
+        """Ask ``sender`` for the full copy of a session this member holds none of (at most
+        every ``MISSING_RETRY`` seconds: a write burst asks once)."""
+        asked = self._missing.get(session_id)
+        if asked is not None and now - asked < MISSING_RETRY:
+            return []
+        self._missing[session_id] = now
+        return [Outgoing("missing", {"ids": [session_id]}, (sender,))]
 
     def _lost(self, session_id: str) -> bool:
         """``session_id`` lost a concurrent rotation here: its family's id is on another branch.
@@ -138,7 +155,9 @@ class Placing(DeltaManager):
             entries = self._entries([session_id], now)
             if entries:
                 out.append(self.sessions_message(entries, fresh))
-        if old is None or old.owner != self.local.id or old.holders != wanted or also_tell:
+        void = session_id in self._void
+        self._void.discard(session_id)
+        if old is None or old.owner != self.local.id or old.holders != wanted or also_tell or void:
             stamp = self._tick()
             meta = self._meta.get(session_id)
             if meta is not None:
@@ -147,6 +166,8 @@ class Placing(DeltaManager):
             self._placed[session_id] = placed
             replaces = old.owner if old is not None else ""
             told = self._live(sorted(had | set(wanted) | {m.id for m in also_tell}))
+            if void:
+                told = tuple(self._members.values())
             if told:
                 body = self._placement_body(session_id, placed, keep=False, replaces=replaces)
                 out.append(Outgoing("placement", body, told))
@@ -194,6 +215,10 @@ class Placing(DeltaManager):
             return out  # an older placement, reordered
         placed = Placement(body["owner"], stamp, tuple(body["holders"]))
         me = self.local.id
+        if body["keep"] and placed.owner == me and (old is None or old.owner != me):
+            # An answer to a fetch of ours, made before a newer placement took the session from
+            # us (we forgot that one with our copy): we are not its primary now.
+            return out
         if placed.owner != me:
             self._foreign.discard(session_id)  # no longer ours to pass on (our copy goes to the owner)
         if old is not None and old.owner != placed.owner != me and body["replaces"] != old.owner and not body["keep"]:
@@ -215,6 +240,12 @@ class Placing(DeltaManager):
             if meta is not None and stamp >= meta.owner_stamp:
                 meta.owner, meta.owner_stamp = placed.owner, stamp
             self._compact(session_id, now)
+            owner = self._members.get(placed.owner)
+            if me in placed.holders and not body["keep"] and session_id not in self.store and owner is not None:
+                # Named a backup without the copy: the owner counted on the one we held, which a
+                # placement that lost to this one made us drop meanwhile (its copy comes first
+                # otherwise, on the same connection).
+                out.extend(self._ask(owner, session_id, now))
             return out
         session = self.store.live(session_id)
         if session is not None and session._holders:

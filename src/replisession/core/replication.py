@@ -17,7 +17,9 @@ Where Tomcat's DeltaManager drops, races or blocks, this one does not:
   never seen creates the copy (Tomcat drops a DELTA that beats its CREATED).
 * **Tombstones.** An ended session's id is remembered until it could no longer be
   in use, and every later message for it is ignored: no resurrection by a late
-  delta. A rotated id is remembered as an edge to the new one, with its stamp, so
+  delta. A member that writes, uses or sends a copy of a session ended elsewhere missed
+  the end (its sender died mid-send): it is told, drops its copy and passes the end on,
+  so members never disagree for good about whether a session exists. A rotated id is remembered as an edge to the new one, with its stamp, so
   a late delta addressed to the old id still lands on the right session.
 * **Concurrent rotations agree.** Two members that rotate one id at once (two
   requests with the same cookie) make two edges from it; every member keeps the
@@ -207,24 +209,36 @@ class DeltaManager(KeepAlive):
     def receive(self, sender: MemberInfo, kind: str, payload: Any, now: float) -> list[Outgoing]:
         """Apply a message from ``sender``; returns replies (a state transfer's batches come from :meth:`stream`)."""
         if kind == "delta":
-            partial = self._apply_delta(check_delta(payload), now)
+            body = check_delta(payload)
+            partial = self._apply_delta(body, now)
             if partial is not None:  # the whole session, from the member that wrote this
                 return [self.fetch([partial], (sender,))]
+            if not body["destroyed"]:
+                return self._ended_here(sender, [body["id"]], now)
         elif kind == "access":
-            missing = self._apply_access(check(payload, ACCESS), now)
+            body = check(payload, ACCESS)
+            missing = self._apply_access(body, now)
             if missing is not None:
                 return [self.fetch([missing], (sender,))]
+            return self._ended_here(sender, [body["id"]], now)
         elif kind == "sessions":
             body = check(payload, SESSIONS)
-            for entry in [check_entry(entry) for entry in body["sessions"]]:  # all valid, or none taken
+            entries = [check_entry(entry) for entry in body["sessions"]]  # all valid, or none taken
+            for entry in entries:
                 self._take_entry(entry, now)
+            ended = []
             for session_id, left in body["dead"]:
-                self._apply_dead(self._resolve(session_id), now, left=left)
+                session_id = self._resolve(session_id)
+                if session_id not in self._tombstones and session_id in self.store:
+                    ended.append(session_id)
+                self._apply_dead(session_id, now, left=left)
             for old, new, raw, left in body["aliases"]:
                 self._witness(stamp_of(raw))
                 self._apply_alias(old, new, stamp_of(raw), now, left=left)
             if body["last"] and self._asked.finished(sender):
                 log.info("state transfer from %s complete: %d sessions here", sender, len(self.store))
+            told = self._ended_here(sender, [entry[0] for entry in entries], now)
+            return [*told, *self._pass_end(sender, ended, now)]
         elif kind == "want":
             ids = check(payload, WANT)["ids"]
             if ids is not None:  # on demand: these sessions, at once, in one reply
@@ -235,6 +249,27 @@ class DeltaManager(KeepAlive):
         else:
             raise RemoteProtocolError(f"unknown replication message {kind!r}")
         return []
+
+    def _ended_here(self, sender: MemberInfo, session_ids: Iterable[str], now: float) -> list[Outgoing]:
+        """``sender`` wrote, used or sent a copy of sessions that ended here: it missed the end
+        (its sender died mid-send, or a partition cut it off) and is told, or it would serve
+        them on, and its writes would be applied nowhere else."""
+        dead = self._tombstones.left(now, [self._resolve(i) for i in session_ids])
+        return [self.sessions_message([], (sender,), dead=dead)] if dead else []
+
+    def _pass_end(self, sender: MemberInfo, session_ids: list[str], now: float) -> list[Outgoing]:
+        """Copies held here of sessions that ``sender`` says ended: the members that hold them
+        too may have missed the end as this one did, and are told. Each member passes an end
+        on at most once, when it drops its copy (a member that had it ended passes nothing),
+        so this stops. Only a member that missed an end (its sender died mid-send, or a partition
+        cut it off) gets here."""
+        if not session_ids:
+            return []
+        return [self.sessions_message([], self._others(sender), dead=self._tombstones.left(now, session_ids))]
+
+    def _others(self, sender: MemberInfo) -> tuple[MemberInfo, ...] | None:
+        """Every member but this one and ``sender``; None (every member) when not known here."""
+        return None
 
     def stream(self, to: MemberInfo, now_fn: Any) -> TransferStream:
         """Everything this member holds, for ``to``, in acknowledged batches (a state transfer)."""
@@ -571,7 +606,7 @@ class DeltaManager(KeepAlive):
     def sessions_message(
         self,
         entries: list[list[Any]],
-        targets: tuple[MemberInfo, ...],
+        targets: tuple[MemberInfo, ...] | None,
         *,
         last: bool = False,
         dead: list[list[Any]] | None = None,
