@@ -336,6 +336,13 @@ class BackupManager(Placing):
         super()._fold(previous, new_id, now)
         if placed is not None and rotated:
             self._placed.setdefault(new_id, placed)
+            rotator = self._members.get(self._rotations.rotated_by(new_id) or "")
+            if self._relaying and placed.owner == self.local.id and rotator is not None:
+                # Rotated by a member that told us only its edges, as it tells members that hold no
+                # copy: it took the session over without knowing we own it. It hears our placement;
+                # the older of the two hands its copy over to the other (see _apply_placement).
+                body = self._placement_body(new_id, self._placed[new_id], keep=False)
+                self._relay.append(Outgoing("placement", body, (rotator,)))
         elif placed is not None and placed.owner == self.local.id:
             holders = self._live(placed.holders)
             if holders:

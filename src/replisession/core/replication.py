@@ -19,8 +19,9 @@ Where Tomcat's DeltaManager drops, races or blocks, this one does not:
   in use, and every later message for it is ignored: no resurrection by a late
   delta. A member that writes, uses or sends a copy of a session ended elsewhere missed
   the end (its sender died mid-send): it is told, drops its copy and passes the end on,
-  so members never disagree for good about whether a session exists. A rotated id is remembered as an edge to the new one, with its stamp, so
-  a late delta addressed to the old id still lands on the right session.
+  so members never disagree for good about whether a session exists. A rotated id is
+  remembered as an edge to the new one, with its stamp, so a late delta addressed to
+  the old id still lands on the right session.
 * **Concurrent rotations agree.** Two members that rotate one id at once (two
   requests with the same cookie) make two edges from it; every member keeps the
   edges with their stamps and holds the session under the id they designate
