@@ -135,8 +135,9 @@ class Placing(DeltaManager):
         wanted = place(session_id, self.local, self._members.values(), self.backups)
         out: list[Outgoing] = []
         # Our copy took another member's write (a claimant's delta) that its holders may lack:
-        # every holder gets the full copy.
-        foreign = session_id in self._foreign
+        # every holder gets the full copy. Also when we merged it following another owner: the
+        # claimant sent it to the holders it chose, not to every one we keep.
+        foreign = session_id in self._foreign or self._claimed.pop(session_id, None) is not None
         self._foreign.discard(session_id)
         keep = tuple(self._members[m] for m in wanted if m in had)
         if delta is not None and delta.payload["prev"] is not None:
