@@ -269,13 +269,13 @@ class Replicator(ClusterListener):
             try:
                 with self.store.lock:
                     replies = manager.receive(sender, kind, payload, self.clock())
-                    for reply in replies:  # for others than the sender (a BackupManager's forward)
-                        if reply.targets is not None and reply.targets != (sender,):
+                    for reply in replies:  # for others than the sender (a forward; None: every member)
+                        if reply.targets != (sender,):
                             self._send(reply, track=False)
             finally:
                 if collecting:
                     gc.enable()
-            return [(r.kind, r.payload) for r in replies if r.targets is None or r.targets == (sender,)]
+            return [(r.kind, r.payload) for r in replies if r.targets == (sender,)]
 
         return handle
 
