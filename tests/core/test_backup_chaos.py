@@ -447,13 +447,30 @@ def test_the_minimal_schedule_of_a_bug_converges(name: str) -> None:
 
 # -- random schedules ------------------------------------------------------------------------------------
 
-LOST_ON_A_COPY = "open: an acknowledged write missing from one copy after concurrent takeovers: not diagnosed"
+LOST_ON_A_COPY = (
+    "open: an acknowledged write missing from one copy, or from every copy, after crashes and concurrent takeovers"
+)
+DIFFERS = "open: copies that differ after crashes and concurrent takeovers: not diagnosed"
+NO_PRIMARY = (
+    "open: a copy nobody owns after concurrent rotations (duplicates-470: a member placed the session under "
+    "the id both rotations started from, then voided that placement when its side's rotation lost; the "
+    "winner's primary had followed it meanwhile, and each member ended up following the other's placement)"
+)
 
 #: Seeds that fail (FIFO profiles), run as strict xfails whatever ``BACKUP_CHAOS_SEEDS`` says, so a
-#: fix shows. None of the first 40 of each profile fails; these are from a run of 200 each. A change
+#: fix shows. None of the first 40 of each profile fails; these are from runs of seeds 0-499. A change
 #: that sends one message more or less moves every later random delay: seeds are a sample, not bugs.
 FAILING: dict[tuple[str, int], str] = {
     ("join", 77): LOST_ON_A_COPY,
+    ("crash", 225): LOST_ON_A_COPY,
+    ("crash", 234): LOST_ON_A_COPY,
+    ("crash", 413): LOST_ON_A_COPY,
+    ("crash", 422): LOST_ON_A_COPY,
+    ("crash", 401): DIFFERS,
+    ("join", 304): DIFFERS,
+    ("delays", 489): NO_PRIMARY,
+    ("duplicates", 470): NO_PRIMARY,
+    ("join", 287): NO_PRIMARY,
 }
 
 #: Profiles run by default; "reorder" (links that reorder, which TCP never does) on request:
