@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from replisession.core.backup import END_RELAY_WINDOW
 from replisession.core.placement import place
 
-from .backup_sim import Cluster, put
+from .backup_sim import Cluster, Replica, put
 
 
 def test_an_invalidation_costs_one_message_per_other_member_with_two_backups() -> None:
@@ -41,24 +42,28 @@ def test_a_backup_passes_the_end_on_when_the_primary_dies_before_telling_every_h
     assert c.manager.is_dead(session_id)
 
 
-def test_a_session_keeps_a_primary_when_a_member_taking_it_over_dies_mid_send() -> None:
-    """A owns s with backup C; B (no copy) serves s and places it on itself and C: its
-    delta reaches C and its placement reaches A (which drops its copy), not C; then B
-    dies. C sends its copy to A, with the placement C follows, which arrives after A's
-    rebalance (the real node rebalances on a thread of its own right after the death)."""
-    cluster = Cluster(3, backups=1)
+def _roles(cluster: Cluster) -> tuple[Replica, Replica, Replica, str]:
+    """A, B, C and a session: A owns it with backup C, and B would place it on itself and C."""
     members = list(cluster.members.values())
     a = members[0]
-    for _ in range(50):  # a session whose placements give A, B and C those roles
+    for _ in range(50):
         session_id = cluster.request(a, None, put(n=0))
         assert session_id is not None
         (holder,) = a.manager._placed[session_id].holders
         c = cluster.members[holder]
         b = next(r for r in members if r not in (a, c))
         if place(session_id, b.info, [a.info, c.info], 1) == (c.info.id,):
-            break
-    else:
-        pytest.fail("no session placed as the scenario needs")
+            return a, b, c, session_id
+    pytest.fail("no session placed as the scenario needs")
+
+
+def test_a_session_keeps_a_primary_when_a_member_taking_it_over_dies_mid_send() -> None:
+    """A owns s with backup C; B (no copy) serves s and places it on itself and C: its
+    delta reaches C and its placement reaches A (which drops its copy), not C; then B
+    dies. C sends its copy to A, with the placement C follows, which arrives after A's
+    rebalance (the real node rebalances on a thread of its own right after the death)."""
+    cluster = Cluster(3, backups=1)
+    a, b, c, session_id = _roles(cluster)
     cluster.lose = lambda source, message, target: (
         source is b and message.kind == "placement" and target.id == c.info.id
     )
@@ -77,3 +82,18 @@ def test_a_session_keeps_a_primary_when_a_member_taking_it_over_dies_mid_send() 
     owners = [r for r in (a, c) if (p := r.manager._placed.get(session_id)) is not None and p.owner == r.info.id]
     assert owners == [a]
     assert cluster.copies(session_id) == {a.info.id: {"n": 1}, c.info.id: {"n": 1}}
+
+
+def test_a_claimant_write_whose_placement_never_comes_is_forgotten_after_the_window() -> None:
+    # The same start as above, and B lives on: C keeps the claim while a death of B could
+    # still call for its copy to go to A, then forgets it (it would cost full copies later).
+    cluster = Cluster(3, backups=1)
+    _, b, c, session_id = _roles(cluster)
+    cluster.lose = lambda source, message, target: source is b and message.kind in ("placement", "placements")
+    cluster.request(b, session_id, put(n=1))
+    cluster.lose = None
+    assert c.manager._claimed[session_id][0] == b.info.id
+    c.manager.tick(cluster.now + END_RELAY_WINDOW - 1)
+    assert session_id in c.manager._claimed
+    c.manager.tick(cluster.now + END_RELAY_WINDOW)
+    assert session_id not in c.manager._claimed

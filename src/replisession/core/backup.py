@@ -63,7 +63,8 @@ from .transfer import ended_batches
 __all__ = ["MISSING_RETRY", "BackupManager", "place"]
 
 #: Seconds after an end during which the death of its sender makes a holder pass it on: a
-#: member that died mid-send is found dead within the drop time (3 s by default).
+#: member that died mid-send is found dead within the drop time (3 s by default). Also how
+#: long a claimant's write waits for its placement (see ``_claimed``).
 END_RELAY_WINDOW = 60.0
 
 
@@ -143,7 +144,12 @@ class BackupManager(Placing):
         for session_id in [i for i, asked in self._missing.items() if now - asked >= MISSING_RETRY]:
             del self._missing[session_id]
         self._foreign = {i for i in self._foreign if self._owned(i)}
-        self._claimed = {i: m for i, m in self._claimed.items() if i in self._placed and m in self._members}
+        self._claimed = {
+            i: (m, since)
+            for i, (m, since) in self._claimed.items()
+            if i in self._placed and m in self._members and now - since < END_RELAY_WINDOW
+        }
+        self._void = {i for i in self._void if self._owned(i)}
         self._ends = {i: e for i, e in self._ends.items() if now - e[3] < END_RELAY_WINDOW and e[0] in self._members}
         for session_id in [i for i, since in self._unplaced.items() if now - since >= MISSING_RETRY]:
             del self._unplaced[session_id]
@@ -292,7 +298,7 @@ class BackupManager(Placing):
                 # A write of a member taking the session over from the owner we follow: its
                 # placement follows on the same connection, unless it dies first (see
                 # :meth:`member_left`).
-                self._claimed[current] = sender.id
+                self._claimed[current] = (sender.id, now)
             if self._owned(current):
                 # The write of a member that took the session over at the same time as this
                 # one. Our backups need it once that member hands its copy over (its placement
@@ -442,7 +448,7 @@ class BackupManager(Placing):
         and before its placement did: the owner we follow gets our copy (it may lack the write),
         and passes it to its backups."""
         out = []
-        for session_id in [i for i, claimant in self._claimed.items() if claimant == member.id]:
+        for session_id in [i for i, (claimant, _) in self._claimed.items() if claimant == member.id]:
             del self._claimed[session_id]
             placed = self._placed.get(session_id)
             owner = self._members.get(placed.owner) if placed is not None else None

@@ -46,8 +46,8 @@ class Placing(DeltaManager):
         # Sessions this member owns that another member's delta changed: forwarded with its copy.
         self._foreign: set[str] = set()
         # Sessions whose copy here took the delta of a member taking them over, before its
-        # placement: id -> that member's id.
-        self._claimed: dict[str, str] = {}
+        # placement: id -> (that member's id, when).
+        self._claimed: dict[str, tuple[str, float]] = {}
         # Sessions this member placed under an id that then lost a concurrent rotation, while a
         # request here used them: the others ignored that placement, so the next one goes to all.
         self._void: set[str] = set()
@@ -137,7 +137,8 @@ class Placing(DeltaManager):
         # Our copy took another member's write (a claimant's delta) that its holders may lack:
         # every holder gets the full copy. Also when we merged it following another owner: the
         # claimant sent it to the holders it chose, not to every one we keep.
-        foreign = session_id in self._foreign or self._claimed.pop(session_id, None) is not None
+        claimed = self._claimed.pop(session_id, None) is not None
+        foreign = session_id in self._foreign or claimed
         self._foreign.discard(session_id)
         keep = tuple(self._members[m] for m in wanted if m in had)
         if delta is not None and delta.payload["prev"] is not None:
