@@ -91,20 +91,18 @@ class BackupManager(Placing):
 
     def replicate_all(self, delta: SessionDelta, now: float) -> list[Outgoing]:
         session_id = delta.session_id
-        if delta.destroyed and delta.expired:
-            placed = self._placed.get(self._resolve(session_id)) or self._placed.get(session_id)
-            if placed is None or placed.owner != self.local.id:
-                # Only the primary announces an expiry (as in the DeltaManager): a copy that
-                # expires here is not evidence that the primary's session is idle. Nor is it
-                # buried: the primary's next write asks for the copy again (see _receive_delta).
-                self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
-                self._meta.pop(session_id, None)
-                return []
-        message = self._delta_message(delta, now)
         if delta.previous_id is not None and delta.previous_id in self._placed:
             self._placed[session_id] = self._placed.pop(delta.previous_id)
         if delta.destroyed:
-            self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
+            placed = self._placed.pop(self._resolve(session_id), None) or self._placed.pop(session_id, None)
+            if delta.expired and (placed is None or placed.owner != self.local.id):
+                # Only the primary announces an expiry (as in the DeltaManager): a copy that
+                # expires here is not evidence that the primary's session is idle. Nor is it
+                # buried: the primary's next write asks for the copy again (see _receive_delta).
+                self._meta.pop(session_id, None)
+                return []
+        message = self._delta_message(delta, now)
+        if delta.destroyed:
             # An invalidation goes to every member, holders or not: one that fetched a copy for
             # a request (no placement names it), or whose fetch is being answered, must remember
             # the end too, or the old cookie still opens the session there.
